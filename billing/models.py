@@ -1,0 +1,147 @@
+"""Money is integer micro-dollars (1 USD = 1,000,000) everywhere: columns, services, pages."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class ServedModel(models.Model):
+    """A public model name, the upstream model it maps to, and its prices."""
+
+    class Kind(models.TextChoices):
+        CHAT = "chat", "Chat / completions"
+        EMBEDDING = "embedding", "Embeddings"
+
+    name = models.CharField(max_length=100, unique=True, help_text="Public name clients send, e.g. dos-ai.")
+    upstream_model = models.CharField(
+        max_length=200, blank=True, help_text="Model name sent to the upstream server; blank means the same name."
+    )
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.CHAT)
+    input_price_micros_per_million = models.BigIntegerField(
+        "input price (micro-USD per 1M tokens)", help_text="500000 = $0.50 per million input tokens."
+    )
+    output_price_micros_per_million = models.BigIntegerField(
+        "output price (micro-USD per 1M tokens)", help_text="1500000 = $1.50 per million output tokens."
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(input_price_micros_per_million__gte=0) & Q(output_price_micros_per_million__gte=0),
+                name="servedmodel_prices_non_negative",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def upstream_name(self) -> str:
+        return self.upstream_model or self.name
+
+
+class CreditAccount(models.Model):
+    """The balance of one account, kept equal to the sum of its ledger in every transaction.
+
+    `held_micros` is credit reserved by requests in flight (the sum of its CreditHold rows).
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="credit"
+    )
+    balance_micros = models.BigIntegerField(default=0)
+    held_micros = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(balance_micros__gte=0), name="credit_balance_non_negative"),
+            models.CheckConstraint(condition=Q(held_micros__gte=0), name="credit_held_non_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"credit of {self.user}"
+
+    @property
+    def available_micros(self) -> int:
+        return self.balance_micros - self.held_micros
+
+
+class CreditHold(models.Model):
+    """Credit reserved at admission for one /v1 request, deleted when it settles."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="credit_holds")
+    amount_micros = models.BigIntegerField()
+    request_id = models.CharField(max_length=100)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["created_at"], name="credithold_created_idx")]
+
+
+class UsageRecord(models.Model):
+    """One row per /v1 request that was admitted and forwarded (or answered by the dev model)."""
+
+    request_id = models.CharField(max_length=100, unique=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_records")
+    api_key = models.ForeignKey("apikeys.ApiKey", on_delete=models.PROTECT, related_name="usage_records")
+    endpoint = models.CharField(max_length=64)
+    model = models.CharField(max_length=100)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    cost_micros = models.BigIntegerField(default=0, help_text="What was charged, in micro-USD.")
+    status_code = models.PositiveSmallIntegerField()
+    streamed = models.BooleanField(default=False)
+    latency_ms = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["user", "created_at"], name="usage_user_time_idx"),
+            models.Index(fields=["api_key", "created_at"], name="usage_key_time_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.request_id} {self.model} {self.status_code}"
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class LedgerEntry(models.Model):
+    """Append-only: every change of a balance is one row, written with the balance update."""
+
+    class Kind(models.TextChoices):
+        GRANT = "grant", "Grant"
+        TOPUP = "topup", "Top-up"
+        USAGE = "usage", "Usage"
+        REFUND = "refund", "Refund"
+        ADJUSTMENT = "adjustment", "Adjustment"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="ledger_entries")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    amount_micros = models.BigIntegerField(help_text="Positive adds credit, negative spends it.")
+    balance_after_micros = models.BigIntegerField()
+    note = models.CharField(max_length=255, blank=True)
+    usage = models.OneToOneField(
+        UsageRecord, null=True, blank=True, on_delete=models.PROTECT, related_name="ledger_entry"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "ledger entries"
+        indexes = [models.Index(fields=["user", "created_at"], name="ledger_user_time_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.amount_micros} for {self.user}"

@@ -1,0 +1,46 @@
+"""Conversions between USD amounts and integer micro-dollars, and request pricing."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+
+MICROS_PER_USD = 1_000_000
+TOKENS_PER_PRICE_UNIT = 1_000_000  # prices are per million tokens
+
+
+class InvalidAmount(ValueError):
+    pass
+
+
+def usd_to_micros(amount: Decimal | str | int) -> int:
+    """Exact conversion; refuses more than 6 decimals rather than rounding money silently."""
+    try:
+        value = Decimal(str(amount).strip())
+    except InvalidOperation:
+        raise InvalidAmount(f"not an amount: {amount!r}") from None
+    if not value.is_finite():
+        raise InvalidAmount(f"not an amount: {amount!r}")
+    micros = value * MICROS_PER_USD
+    if micros != micros.to_integral_value():
+        raise InvalidAmount(f"{amount} has more than 6 decimal places")
+    return int(micros)
+
+
+def micros_to_usd(micros: int) -> Decimal:
+    return (Decimal(micros) / MICROS_PER_USD).quantize(Decimal("0.000001"))
+
+
+def format_usd(micros: int, places: int = 2) -> str:
+    """`$4.25`, `-$0.000150` (places=6): rounding only ever for display."""
+    quantum = Decimal(1).scaleb(-places)
+    value = (Decimal(micros) / MICROS_PER_USD).quantize(quantum, rounding=ROUND_HALF_EVEN)
+    sign = "-" if value < 0 else ""
+    return f"{sign}${abs(value):,.{places}f}"
+
+
+def cost_micros(
+    *, prompt_tokens: int, completion_tokens: int, input_price_per_million: int, output_price_per_million: int
+) -> int:
+    """Tokens × price, rounded up to the next whole micro-dollar (never a fraction undercharged)."""
+    numerator = prompt_tokens * input_price_per_million + completion_tokens * output_price_per_million
+    return -(-numerator // TOKENS_PER_PRICE_UNIT)

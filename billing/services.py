@@ -1,0 +1,162 @@
+"""Every write to credit: grants, reservations at admission, settlement of usage.
+
+Invariants, under any concurrency and any number of processes (PostgreSQL row
+locks and conditional UPDATEs, never read-then-write in Python without a lock):
+
+- the balance never goes below zero (a CHECK constraint backs this up);
+- the balance equals the sum of the ledger: each change is one LedgerEntry
+  written in the same transaction as the balance update;
+- each admitted request settles exactly once (its CreditHold row is deleted in
+  the settling transaction; a second settle finds no hold and does nothing);
+- a request that failed upstream is not charged (settled with cost 0).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+
+from accounts.models import User
+from billing.models import CreditAccount, CreditHold, LedgerEntry, UsageRecord
+from billing.money import usd_to_micros
+
+
+class CreditError(ValueError):
+    """A credit change that would break an invariant; the message is for people."""
+
+
+def credit_account_open(*, user: User) -> CreditAccount:
+    """Open the account's credit with the starting grant (idempotent)."""
+    with transaction.atomic():
+        account, created = CreditAccount.objects.get_or_create(user=user)
+        grant = usd_to_micros(settings.DOS_AI_SIGNUP_CREDIT_USD)
+        if created and grant > 0:
+            account = CreditAccount.objects.select_for_update().get(pk=account.pk)
+            _apply(account, amount_micros=grant, kind=LedgerEntry.Kind.GRANT, note="Sign-up credit")
+    return account
+
+
+def credits_grant(
+    *,
+    user: User,
+    amount_micros: int,
+    kind: str = LedgerEntry.Kind.GRANT,
+    note: str = "",
+    created_by: User | None = None,
+) -> LedgerEntry:
+    """Add (or, negative, remove) credit. Refused if the balance would drop below zero
+    or below the credit held by requests in flight."""
+    if amount_micros == 0:
+        raise CreditError("The amount must not be zero.")
+    with transaction.atomic():
+        CreditAccount.objects.get_or_create(user=user)
+        account = CreditAccount.objects.select_for_update().get(user=user)
+        if account.balance_micros + amount_micros < account.held_micros:
+            raise CreditError(
+                "This adjustment would take the balance below zero"
+                + (" (or below the credit held by requests in flight)." if account.held_micros else ".")
+            )
+        return _apply(account, amount_micros=amount_micros, kind=kind, note=note, created_by=created_by)
+
+
+def _apply(
+    account: CreditAccount,
+    *,
+    amount_micros: int,
+    kind: str,
+    note: str,
+    created_by: User | None = None,
+    usage: UsageRecord | None = None,
+) -> LedgerEntry:
+    """Caller holds the row lock on `account` inside a transaction."""
+    account.balance_micros += amount_micros
+    account.save(update_fields=["balance_micros", "updated_at"])
+    return LedgerEntry.objects.create(
+        user_id=account.user_id,
+        kind=kind,
+        amount_micros=amount_micros,
+        balance_after_micros=account.balance_micros,
+        note=note[:255],
+        usage=usage,
+        created_by=created_by,
+    )
+
+
+def credit_reserve(*, user_id: int, amount_micros: int, request_id: str) -> int | None:
+    """Hold `amount_micros` for a request; None when the available credit cannot cover it.
+
+    One conditional UPDATE decides atomically, so concurrent requests on any
+    number of processes can never hold more than the balance.
+    """
+    with transaction.atomic():
+        reserved = CreditAccount.objects.filter(
+            user_id=user_id, balance_micros__gte=F("held_micros") + amount_micros
+        ).update(held_micros=F("held_micros") + amount_micros)
+        if not reserved:
+            return None
+        hold = CreditHold.objects.create(user_id=user_id, amount_micros=amount_micros, request_id=request_id)
+    return hold.pk
+
+
+@dataclass(frozen=True)
+class UsageOutcome:
+    user_id: int
+    api_key_id: int
+    request_id: str
+    endpoint: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost_micros: int  # what the usage is worth; 0 for a failed upstream call
+    status_code: int
+    streamed: bool
+    latency_ms: int
+    started_at: dt.datetime
+
+
+def usage_settle(*, hold_id: int, outcome: UsageOutcome) -> UsageRecord | None:
+    """Release the hold, charge the actual cost, write the usage record and its ledger entry.
+
+    The charge is capped at the credit this request may use (its own hold plus
+    whatever is not held by others): if the upstream used more tokens than
+    admission estimated and the account cannot cover it, the balance stops at
+    zero and the difference is written off, never taken from other requests' holds.
+    Returns None if the hold was already settled (exactly-once).
+    """
+    with transaction.atomic():
+        hold = CreditHold.objects.select_for_update().filter(pk=hold_id).first()
+        if hold is None:
+            return None
+        account = CreditAccount.objects.select_for_update().get(user_id=hold.user_id)
+        spendable = account.balance_micros - (account.held_micros - hold.amount_micros)
+        charge = max(0, min(outcome.cost_micros, spendable))
+        account.held_micros -= hold.amount_micros
+        account.save(update_fields=["held_micros", "updated_at"])
+        hold.delete()
+        record = UsageRecord.objects.create(
+            request_id=outcome.request_id,
+            user_id=outcome.user_id,
+            api_key_id=outcome.api_key_id,
+            endpoint=outcome.endpoint,
+            model=outcome.model,
+            prompt_tokens=outcome.prompt_tokens,
+            completion_tokens=outcome.completion_tokens,
+            cost_micros=charge,
+            status_code=outcome.status_code,
+            streamed=outcome.streamed,
+            latency_ms=outcome.latency_ms,
+            created_at=outcome.started_at,
+        )
+        if charge:
+            _apply(
+                account,
+                amount_micros=-charge,
+                kind=LedgerEntry.Kind.USAGE,
+                note=f"{outcome.model} {outcome.endpoint}",
+                usage=record,
+            )
+    return record

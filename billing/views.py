@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+
+@login_required
+def usage_page(request: HttpRequest) -> HttpResponse:
+    return render(request, "billing/usage.html", {})
+
+
+@login_required
+def billing_page(request: HttpRequest) -> HttpResponse:
+    return render(request, "billing/billing.html", {})

@@ -1,0 +1,53 @@
+"""Shared fixtures: an owner, an outsider, logged-in clients, and a clean Redis per test."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from django.conf import settings
+from django.core.cache import cache
+from django.test import Client
+
+from accounts.models import User
+
+PASSWORD = "correct horse battery staple 42"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _clean_shared_state() -> None:
+    """Each test starts with no counters: flush the test Redis database (or the local cache)."""
+    if settings.REDIS_URL:
+        import redis
+
+        redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    cache.clear()
+
+
+@pytest.fixture
+def password() -> str:
+    return PASSWORD
+
+
+@pytest.fixture
+def owner(db: None) -> User:
+    return User.objects.create_user("owner@example.com", PASSWORD)
+
+
+@pytest.fixture
+def outsider(db: None) -> User:
+    return User.objects.create_user("outsider@example.com", PASSWORD)
+
+
+@pytest.fixture
+def client_for() -> Callable[[User], Client]:
+    def make(user: User, **kwargs: object) -> Client:
+        client = Client(**kwargs)
+        client.force_login(user)
+        return client
+
+    return make

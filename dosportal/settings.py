@@ -1,0 +1,208 @@
+"""Settings for the DOS AI portal: one module, driven by environment variables.
+
+Defaults make `make run` work with no set-up (DEBUG on, SQLite, in-process
+limits, the built-in development model). Production flips by environment; the
+README has the full table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from dosportal.env import envbool, envdecimal, envfloat, envint, envlist, envstr
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = envbool("DEBUG", True)
+
+SECRET_KEY = envstr("SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY is required when DEBUG is off")
+    SECRET_KEY = "django-insecure-local-development-only"  # noqa: S105 - DEBUG only
+
+ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
+CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "django_htmx",
+    "django_ratelimit",
+    "template_partials",
+    "accounts",
+    "apikeys",
+    "billing",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    # WhiteNoise, made async-capable so /v1 requests do not pay a thread hop for it.
+    "dosportal.middleware.AsyncWhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "dosportal.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "dosportal.context_processors.portal",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "dosportal.wsgi.application"
+ASGI_APPLICATION = "dosportal.asgi.application"
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        envstr("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+        conn_max_age=envint("DATABASE_CONN_MAX_AGE", 0, minimum=0),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The embedded default serves several concurrent requests from one process.
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    DATABASES["default"]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
+
+AUTH_USER_MODEL = "accounts.User"
+AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/login/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+WHITENOISE_USE_FINDERS = DEBUG
+WHITENOISE_AUTOREFRESH = DEBUG
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Cache and shared state -------------------------------------------------
+REDIS_URL = envstr("REDIS_URL")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "dosportal",
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    # django-ratelimit refuses LocMemCache (E003) because its counters are not
+    # shared between processes. Without REDIS_URL the portal is the embedded,
+    # single-process default, where a process-local counter is exact, so the
+    # check is silenced deliberately. Every multi-process deployment sets
+    # REDIS_URL, and then the cache is Redis and the check does not apply.
+    SILENCED_SYSTEM_CHECKS = ["django_ratelimit.E003", "django_ratelimit.W001"]
+
+RATELIMIT_USE_CACHE = "default"
+# Dashboard throttles (django-ratelimit): attempts per IP and per submitted email.
+DOS_AI_LOGIN_RATE = envstr("DOS_AI_LOGIN_RATE", "10/5m")
+DOS_AI_SIGNUP_RATE = envstr("DOS_AI_SIGNUP_RATE", "10/h")
+DOS_AI_PASSWORD_RESET_RATE = envstr("DOS_AI_PASSWORD_RESET_RATE", "5/h")
+
+# --- Email --------------------------------------------------------------------
+EMAIL_BACKEND = envstr("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = envstr("EMAIL_HOST", "localhost")
+EMAIL_PORT = envint("EMAIL_PORT", 587, minimum=1)
+EMAIL_HOST_USER = envstr("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = envstr("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", True)
+DEFAULT_FROM_EMAIL = envstr("DEFAULT_FROM_EMAIL", "DOS AI <noreply@localhost>")
+
+# --- Security -------------------------------------------------------------------
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = False  # htmx reads the token from the page, not the cookie
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+if not DEBUG:
+    SESSION_COOKIE_SECURE = envbool("SESSION_COOKIE_SECURE", True)
+    CSRF_COOKIE_SECURE = envbool("CSRF_COOKIE_SECURE", True)
+    SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", True)
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 31536000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", True)
+if envbool("SECURE_PROXY_SSL_HEADER", False):
+    # Behind a TLS-terminating proxy that sets X-Forwarded-Proto.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- The /v1 gateway -------------------------------------------------------------
+DOS_AI_UPSTREAM_URL = envstr("DOS_AI_UPSTREAM_URL").rstrip("/")
+DOS_AI_UPSTREAM_API_KEY = envstr("DOS_AI_UPSTREAM_API_KEY")
+DOS_AI_UPSTREAM_CONNECT_TIMEOUT = envfloat("DOS_AI_UPSTREAM_CONNECT_TIMEOUT", 5.0, minimum=0.001)
+DOS_AI_UPSTREAM_TIMEOUT = envfloat("DOS_AI_UPSTREAM_TIMEOUT", 600.0, minimum=0.001)
+DOS_AI_UPSTREAM_MAX_CONNECTIONS = envint("DOS_AI_UPSTREAM_MAX_CONNECTIONS", 1000, minimum=1)
+DOS_AI_UPSTREAM_MAX_KEEPALIVE = envint("DOS_AI_UPSTREAM_MAX_KEEPALIVE", 200, minimum=0)
+DOS_AI_ALLOW_DEV_MODEL = envbool("DOS_AI_ALLOW_DEV_MODEL", DEBUG)
+if not DOS_AI_UPSTREAM_URL and not DOS_AI_ALLOW_DEV_MODEL:
+    raise ImproperlyConfigured(
+        "DOS_AI_UPSTREAM_URL is not set. Point it at an OpenAI-compatible server, or set "
+        "DOS_AI_ALLOW_DEV_MODEL=1 to serve the built-in development model on purpose."
+    )
+DOS_AI_DEV_MODEL_DELAY = envfloat("DOS_AI_DEV_MODEL_DELAY", 0.02, minimum=0)
+DOS_AI_MAX_REQUEST_BYTES = envint("DOS_AI_MAX_REQUEST_BYTES", 1024 * 1024, minimum=1)
+DOS_AI_DEFAULT_MAX_TOKENS = envint("DOS_AI_DEFAULT_MAX_TOKENS", 1024, minimum=1)
+DOS_AI_RATE_WINDOW_SECONDS = envfloat("DOS_AI_RATE_WINDOW_SECONDS", 60.0, minimum=0.1)
+DOS_AI_PUBLIC_API_URL = envstr("DOS_AI_PUBLIC_API_URL").rstrip("/")
+DOS_AI_SIGNUP_CREDIT_USD = envdecimal("DOS_AI_SIGNUP_CREDIT_USD", "5.00")
+# Django reads request bodies up to this size before refusing; /v1 applies its own
+# (smaller, configurable) limit and answers 413 in the API's error shape.
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(DOS_AI_MAX_REQUEST_BYTES, 2_621_440)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
