@@ -11,6 +11,8 @@ from django.test import Client
 
 from accounts.models import User
 
+pytest_plugins = ["dosportal.testing.browser"]
+
 PASSWORD = "correct horse battery staple 42"
 
 
