@@ -20,7 +20,7 @@ from django_ratelimit.core import get_usage
 View = Callable[..., HttpResponse]
 
 
-def _submitted_email(group: str, request: HttpRequest) -> str:
+def _submitted_email(request: HttpRequest) -> str:
     return request.POST.get("email", request.POST.get("username", "")).strip().lower()
 
 
@@ -30,16 +30,21 @@ def throttle(group: str, rate_setting: str) -> Callable[[View], View]:
         def wrapper(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
             if request.method == "POST":
                 rate = getattr(settings, rate_setting)
+                keys: list[object] = ["ip"]
+                email = _submitted_email(request)
+                # A blank email is not an account: counting it would make every empty
+                # submission, from anyone, share one counter and lock each other out.
+                # The prefix keeps a submitted "email" of 10.0.0.1 from spending that IP's counter.
+                if email:
+                    keys.append(lambda group, request: f"email:{email}")
                 waits = []
-                for key in ("ip", _submitted_email):
+                for key in keys:
                     usage = get_usage(request, group=group, key=key, rate=rate, method="POST", increment=True)
                     if usage and usage["should_limit"]:
                         waits.append(max(1, usage["time_left"]))
                 if waits:
                     retry_after = max(waits)
-                    response = render(
-                        request, "accounts/throttled.html", {"retry_after": retry_after}, status=429
-                    )
+                    response = render(request, "accounts/throttled.html", {"retry_after": retry_after}, status=429)
                     response["Retry-After"] = str(retry_after)
                     return response
             return view(request, *args, **kwargs)
