@@ -1,0 +1,40 @@
+"""`manage.py create_api_key EMAIL --name NAME`: print a new raw key once, for automation.
+
+Only the key goes to stdout (so `KEY=$(manage.py create_api_key ...)` works); the
+note about it goes to stderr.
+"""
+
+from __future__ import annotations
+
+from argparse import ArgumentParser
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+
+from accounts.models import User
+from apikeys.services import api_key_create
+
+
+class Command(BaseCommand):
+    help = "Create an API key for an account and print the raw key, which is shown this once."
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("email", help="the account's email address")
+        parser.add_argument("--name", required=True, help="the key's name, e.g. 'Production backend'")
+
+    def handle(self, *args: object, email: str, name: str, **options: object) -> None:
+        try:
+            owner = User.objects.get(email__iexact=email.strip())
+        except User.DoesNotExist:
+            raise CommandError(f"No account with the email {email!r}.") from None
+        if not owner.is_active:
+            # Its keys would never authenticate (the gateway checks the owner is active).
+            raise CommandError(f"The account {owner.email} is disabled.")
+        try:
+            api_key, raw_key = api_key_create(owner=owner, name=name)
+        except ValidationError as error:
+            raise CommandError(" ".join(error.messages)) from None
+        self.stdout.write(raw_key)
+        self.stderr.write(
+            f"Created key {api_key.name!r} ({api_key.hint}) for {owner.email}. It will not be shown again."
+        )
