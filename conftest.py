@@ -11,7 +11,7 @@ from django.test import Client
 
 from accounts.models import User
 
-pytest_plugins = ["dosportal.testing.browser"]
+pytest_plugins = ["dosportal.testing.browser", "dosportal.testing.upstream", "dosportal.testing.gateway"]
 
 PASSWORD = "correct horse battery staple 42"
 

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 
 from dosportal import views
+from dosportal.v1 import views as v1_views
 
 admin.site.site_header = "DOS AI administration"
 admin.site.site_title = "DOS AI admin"
@@ -13,6 +14,7 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("v1/", include("dosportal.v1.urls")),
+    re_path(r"^v1$", v1_views.not_found),
     path("", include("accounts.urls")),
     path("keys/", include("apikeys.urls")),
     path("", include("billing.urls")),

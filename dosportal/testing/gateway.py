@@ -1,0 +1,129 @@
+"""Live ASGI servers for /v1 tests: uvicorn subprocesses on 127.0.0.1, on the test database.
+
+`gateway_factory(**env)` starts (once per distinct env) a uvicorn process whose
+settings come from the environment like production's, pointed at the test
+PostgreSQL database, the test Redis and the fake upstream. Tests that use it
+need committed rows: request `transactional_db`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from accounts.models import User
+from apikeys.services import api_key_create
+from billing.models import ServedModel
+from billing.seed import SEED, ensure
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_database_url() -> str:
+    from django.db import connection
+
+    db = connection.settings_dict
+    if db["ENGINE"] != "django.db.backends.postgresql":
+        pytest.fail("live /v1 tests need PostgreSQL: set DATABASE_URL (make test does)")
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+class Gateway:
+    def __init__(self, env: dict[str, str], workers: int = 1):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = BASE_DIR / "test-artifacts" / f"uvicorn-{self.port}.log"
+        self.log_path.parent.mkdir(exist_ok=True)
+        self.log = self.log_path.open("w")
+        command = [sys.executable, "-m", "uvicorn", "dosportal.asgi:application", "--host", "127.0.0.1",
+                   "--port", str(self.port), "--no-access-log", "--workers", str(workers)]  # fmt: skip
+        self.process = subprocess.Popen(command, env=env, cwd=BASE_DIR, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"uvicorn exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("uvicorn did not start in 30 s")
+
+    def logs(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def gateway_factory(
+    django_db_setup: None, django_db_blocker: Any, _upstream_server: Any
+) -> Iterator[Callable[..., Gateway]]:
+    started: dict[tuple[tuple[str, str], ...], Gateway] = {}
+
+    def start(workers: int = 1, **overrides: str) -> Gateway:
+        signature = (("workers", str(workers)), *sorted(overrides.items()))
+        if signature not in started:
+            with django_db_blocker.unblock():
+                database_url = test_database_url()
+            env = {
+                **os.environ,
+                "DEBUG": "1",
+                "DATABASE_URL": database_url,
+                "DOS_AI_UPSTREAM_URL": _upstream_server.url,
+                "DOS_AI_UPSTREAM_TIMEOUT": "10",
+                "DOS_AI_DEV_MODEL_DELAY": "0",
+                "LOG_LEVEL": "WARNING",
+                **overrides,
+            }
+            started[signature] = Gateway({k: v for k, v in env.items() if v is not None}, workers=workers)
+        return started[signature]
+
+    yield start
+    for gateway in started.values():
+        gateway.stop()
+
+
+@pytest.fixture
+def gateway(gateway_factory: Callable[..., Gateway], transactional_db: None) -> Gateway:
+    return gateway_factory()
+
+
+@pytest.fixture
+def served_models(transactional_db: None) -> dict[str, ServedModel]:
+    """The seeded models (a transactional test's flush removes data-migration rows)."""
+    return {row[0]: ensure(ServedModel, row) for row in SEED}
+
+
+@pytest.fixture
+def api_user(transactional_db: None) -> User:
+    return User.objects.create_user("api@example.com", "x-password-123456")
+
+
+@pytest.fixture
+def api_key(api_user: User, served_models: dict[str, ServedModel]) -> str:
+    """A raw key of `api_user` (the only place a raw key exists is a test's variable)."""
+    return api_key_create(owner=api_user, name="test key")[1]

@@ -1,0 +1,184 @@
+"""The client side of the inference server: one shared httpx.AsyncClient per process.
+
+Errors are mapped here to the API's own errors, so the gateway only ever sees
+an `ApiError` before a response starts, and `UpstreamStreamError` inside one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+import httpx
+from django.conf import settings
+
+from dosportal.v1 import errors
+from dosportal.v1.errors import ApiError
+
+logger = logging.getLogger(__name__)
+
+
+class UpstreamStreamError(Exception):
+    """The upstream failed after the stream had started."""
+
+    def __init__(self, api_error: ApiError):
+        super().__init__(api_error.message)
+        self.api_error = api_error
+
+
+class UpstreamStream(Protocol):
+    def events(self) -> AsyncIterator[str]:
+        """The `data:` payloads of the SSE stream, without the final [DONE]."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class Upstream(Protocol):
+    async def request(self, path: str, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def open_stream(self, path: str, body: dict[str, Any]) -> UpstreamStream: ...
+
+
+def map_upstream_status(status: int, content: bytes) -> ApiError:
+    """Upstream client errors (context too long…) reach the caller with their message;
+    the upstream's own auth failures, overload and crashes are ours: 502."""
+    message, code = "", ""
+    try:
+        payload = json.loads(content)
+        error = payload.get("error", payload) if isinstance(payload, dict) else {}
+        if isinstance(error, dict):
+            message = str(error.get("message") or "")
+            code = str(error.get("code") or "")
+        elif isinstance(error, str):
+            message = error
+    except (ValueError, UnicodeDecodeError):
+        pass
+    if 400 <= status < 500 and status not in (401, 403, 407, 408, 429):
+        return ApiError(
+            status,
+            message or f"The inference server rejected the request (HTTP {status}).",
+            "invalid_request_error",
+            code or "upstream_rejected",
+        )
+    if status in (408,):
+        return errors.upstream_timeout()
+    logger.warning("upstream answered HTTP %s: %s", status, message[:200])
+    return errors.upstream_unavailable()
+
+
+class HttpStream:
+    def __init__(self, response: httpx.Response):
+        self.response = response
+
+    async def events(self) -> AsyncIterator[str]:
+        data_lines: list[str] = []
+        try:
+            async for line in self.response.aiter_lines():
+                if line == "":
+                    if data_lines:
+                        payload = "\n".join(data_lines)
+                        data_lines = []
+                        if payload.strip() == "[DONE]":
+                            return
+                        yield payload
+                elif line.startswith("data:"):
+                    data_lines.append(line[6:] if line.startswith("data: ") else line[5:])
+                # comments (":") and other SSE fields carry nothing the API uses
+            if data_lines and "\n".join(data_lines).strip() != "[DONE]":
+                yield "\n".join(data_lines)
+        except httpx.TimeoutException as error:
+            raise UpstreamStreamError(errors.upstream_timeout()) from error
+        except httpx.HTTPError as error:
+            raise UpstreamStreamError(errors.upstream_unavailable()) from error
+
+    async def aclose(self) -> None:
+        # Closing the response closes its connection: the upstream sees the disconnect
+        # and stops generating for a client that went away.
+        await self.response.aclose()
+
+
+class HttpUpstream:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str = "",
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+        max_connections: int,
+        max_keepalive: int,
+    ):
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.AsyncClient(
+            base_url=base_url.rstrip("/") + "/",
+            headers=headers,
+            timeout=httpx.Timeout(read_timeout, connect=connect_timeout, pool=max(connect_timeout, 30.0)),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_keepalive),
+        )
+
+    async def request(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            response = await self.client.post(path, json=body)
+        except httpx.TimeoutException as error:
+            raise errors.upstream_timeout() from error
+        except httpx.HTTPError as error:
+            logger.warning("upstream unreachable: %r", error)
+            raise errors.upstream_unavailable() from error
+        if response.status_code >= 400:
+            raise map_upstream_status(response.status_code, response.content)
+        try:
+            payload = response.json()
+        except ValueError as error:
+            raise errors.upstream_unavailable("The inference server sent a response that is not JSON.") from error
+        if not isinstance(payload, dict):
+            raise errors.upstream_unavailable("The inference server sent an unexpected response.")
+        return payload
+
+    async def open_stream(self, path: str, body: dict[str, Any]) -> HttpStream:
+        request = self.client.build_request("POST", path, json=body, headers={"Accept": "text/event-stream"})
+        try:
+            response = await self.client.send(request, stream=True)
+        except httpx.TimeoutException as error:
+            raise errors.upstream_timeout() from error
+        except httpx.HTTPError as error:
+            logger.warning("upstream unreachable: %r", error)
+            raise errors.upstream_unavailable() from error
+        if response.status_code >= 400:
+            try:
+                content = await response.aread()
+            except httpx.HTTPError:
+                content = b""
+            await response.aclose()
+            raise map_upstream_status(response.status_code, content)
+        return HttpStream(response)
+
+
+_clients: dict[int, Upstream] = {}
+
+
+def get_upstream() -> Upstream:
+    """The process's upstream: the configured server, or the built-in development model.
+
+    One client per event loop: httpx's pool belongs to the loop that created it
+    (uvicorn runs one loop per worker process, so in production this is one client).
+    """
+    if not settings.DOS_AI_UPSTREAM_URL:
+        from dosportal.v1.devmodel import DevelopmentModel
+
+        return DevelopmentModel(delay=settings.DOS_AI_DEV_MODEL_DELAY)
+    loop_id = id(asyncio.get_running_loop())
+    client = _clients.get(loop_id)
+    if client is None:
+        client = _clients[loop_id] = HttpUpstream(
+            settings.DOS_AI_UPSTREAM_URL,
+            settings.DOS_AI_UPSTREAM_API_KEY,
+            connect_timeout=settings.DOS_AI_UPSTREAM_CONNECT_TIMEOUT,
+            read_timeout=settings.DOS_AI_UPSTREAM_TIMEOUT,
+            max_connections=settings.DOS_AI_UPSTREAM_MAX_CONNECTIONS,
+            max_keepalive=settings.DOS_AI_UPSTREAM_MAX_KEEPALIVE,
+        )
+    return client
