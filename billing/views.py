@@ -1,15 +1,94 @@
+"""The usage and billing pages: read-only views of the signed-in account's own data."""
+
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils.cache import patch_vary_headers
+from django.views.decorators.http import require_GET
+from django_htmx.middleware import HtmxDetails
+
+from apikeys.models import ApiKey
+from billing import selectors
+from billing.plans import PLANS
 
 
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
+
+
+def _get_key_for_user(request: HttpRequest, key_id: str) -> ApiKey:
+    """404 for anything that is not one of the user's own keys, so another account's key ids
+    cannot even be probed."""
+    api_key = selectors.usage_key_for_user(user=request.user, key_id=key_id)
+    if api_key is None:
+        raise Http404("No such API key")
+    return api_key
+
+
+@require_GET
 @login_required
-def usage_page(request: HttpRequest) -> HttpResponse:
-    return render(request, "billing/usage.html", {})
+def usage_page(request: HtmxHttpRequest) -> HttpResponse:
+    window = selectors.usage_window()
+    key_id = request.GET.get("key", "").strip()
+    selected_key = _get_key_for_user(request, key_id) if key_id else None
+
+    daily = selectors.usage_daily(user=request.user, window=window, api_key=selected_key)
+    by_key = selectors.usage_by_key(user=request.user, window=window)
+    spike_days = [day for day in daily if day.is_spike]
+    context = {
+        "window": window,
+        "daily": daily,
+        "daily_newest_first": list(reversed(daily)),
+        "totals": selectors.usage_totals(daily),
+        "active_days": sum(1 for day in daily if day.requests),
+        "spike_days": spike_days,
+        "spike_alerts": _spike_alerts(spike_days, by_key, selected_key),
+        "by_key": by_key,
+        "by_model": selectors.usage_by_model(user=request.user, window=window, api_key=selected_key),
+        "filter_keys": selectors.usage_filter_keys(user=request.user, window=window),
+        "selected_key": selected_key,
+        "has_any_usage": selected_key is not None or bool(by_key),
+    }
+    template = "billing/usage.html#usage-body" if request.htmx else "billing/usage.html"
+    response = render(request, template, context)
+    patch_vary_headers(response, ("HX-Request",))
+    return response
 
 
+def _spike_alerts(
+    spike_days: list[selectors.DayUsage], by_key: list[selectors.KeyUsage], selected_key: ApiKey | None
+) -> list[dict[str, object]]:
+    """Each spike day with the key that made most requests that day: the first suspect when a
+    key has leaked."""
+    alerts = []
+    for spike in spike_days:
+        suspect, suspect_requests = selected_key, spike.requests
+        if selected_key is None:
+            ranked = sorted(
+                ((day.requests, item.api_key) for item in by_key for day in item.daily if day.day == spike.day),
+                key=lambda pair: pair[0],
+                reverse=True,
+            )
+            suspect, suspect_requests = (ranked[0][1], ranked[0][0]) if ranked else (None, 0)
+        alerts.append({"day": spike, "api_key": suspect, "key_requests": suspect_requests})
+    return alerts
+
+
+@require_GET
 @login_required
 def billing_page(request: HttpRequest) -> HttpResponse:
-    return render(request, "billing/billing.html", {})
+    user = request.user
+    account = selectors.credit_account_for(user=user)
+    context = {
+        "account": account,
+        "plan": user.plan_info,
+        "plans": list(PLANS.values()),
+        "ledger": selectors.ledger_page(user=user, page_number=request.GET.get("page")),
+        "served_models": selectors.served_models_active(),
+        # Optional: who to write to for credit. Not every deployment has a billing inbox.
+        "billing_contact": getattr(settings, "DOS_AI_BILLING_CONTACT", ""),
+    }
+    return render(request, "billing/billing.html", context)

@@ -1,0 +1,97 @@
+"""Admin forms: granting credit, and editing model prices in dollars rather than micro-dollars."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django import forms
+
+from billing.models import LedgerEntry, ServedModel
+from billing.money import InvalidAmount, micros_to_usd, usd_to_micros
+
+
+def _clean_usd(value: str | Decimal, *, field: str = "amount") -> int:
+    try:
+        return usd_to_micros(value)
+    except InvalidAmount:
+        raise forms.ValidationError(
+            f"Enter the {field} in US dollars with at most 6 decimals, e.g. 10 or 2.50.", code="invalid"
+        ) from None
+
+
+class GrantCreditsForm(forms.Form):
+    """One form for every manual ledger entry an administrator may write."""
+
+    KIND_CHOICES = [
+        (LedgerEntry.Kind.GRANT, "Grant (free credit)"),
+        (LedgerEntry.Kind.TOPUP, "Top-up (paid for outside the portal)"),
+        (LedgerEntry.Kind.REFUND, "Refund (credit returned for a bad request)"),
+        (LedgerEntry.Kind.ADJUSTMENT, "Adjustment (may be negative)"),
+    ]
+
+    amount_usd = forms.CharField(
+        label="Amount (USD)",
+        max_length=32,
+        help_text="Exact, up to 6 decimals. Negative only for an adjustment; it may not take a balance below zero.",
+        widget=forms.TextInput(attrs={"inputmode": "decimal", "autocomplete": "off", "placeholder": "10.00"}),
+    )
+    kind = forms.ChoiceField(choices=KIND_CHOICES, initial=LedgerEntry.Kind.GRANT)
+    note = forms.CharField(
+        max_length=255, required=False, help_text="Shown to the user in their ledger, e.g. “Invoice 2024-118”."
+    )
+
+    def clean_amount_usd(self) -> int:
+        micros = _clean_usd(self.cleaned_data["amount_usd"])
+        if micros == 0:
+            raise forms.ValidationError("The amount must not be zero.", code="zero")
+        return micros
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        micros, kind = cleaned.get("amount_usd"), cleaned.get("kind")
+        if micros is not None and micros < 0 and kind != LedgerEntry.Kind.ADJUSTMENT:
+            self.add_error("amount_usd", "Only an adjustment can be negative.")
+        return cleaned
+
+    @property
+    def amount_micros(self) -> int:
+        return self.cleaned_data["amount_usd"]
+
+
+class ServedModelAdminForm(forms.ModelForm):
+    """Prices are stored as integer micro-USD per million tokens; admins type dollars."""
+
+    input_price_usd = forms.DecimalField(
+        label="Input price (USD per 1M tokens)",
+        min_value=0,
+        max_digits=18,
+        decimal_places=6,
+        help_text="e.g. 0.50 — charged per million prompt tokens.",
+    )
+    output_price_usd = forms.DecimalField(
+        label="Output price (USD per 1M tokens)",
+        min_value=0,
+        max_digits=18,
+        decimal_places=6,
+        help_text="e.g. 1.50 — charged per million completion tokens.",
+    )
+
+    class Meta:
+        model = ServedModel
+        fields = ["name", "upstream_model", "kind", "is_active"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.initial.setdefault("input_price_usd", micros_to_usd(self.instance.input_price_micros_per_million))
+            self.initial.setdefault("output_price_usd", micros_to_usd(self.instance.output_price_micros_per_million))
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        # Set on the instance before model validation runs, so the price constraints are checked.
+        if cleaned.get("input_price_usd") is not None:
+            self.instance.input_price_micros_per_million = _clean_usd(cleaned["input_price_usd"], field="price")
+        if cleaned.get("output_price_usd") is not None:
+            self.instance.output_price_micros_per_million = _clean_usd(cleaned["output_price_usd"], field="price")
+        return cleaned

@@ -1,0 +1,62 @@
+"""`balance EMAIL`: the balance, the credit held by requests in flight, the ledger sum, and
+whether they agree. Exits with an error when they do not, so monitoring can run it."""
+
+from __future__ import annotations
+
+from argparse import ArgumentParser
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+from django.db.models import Sum
+from django.db.models.functions import Coalesce
+
+from billing.management.commands._lookup import user_by_email
+from billing.models import CreditAccount, CreditHold, LedgerEntry
+from billing.money import format_usd
+
+
+class Command(BaseCommand):
+    help = "Print an account's balance, credit held by requests in flight and ledger sum (USD, 6 decimals)."
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("email")
+
+    def handle(self, *args: Any, email: str, **options: Any) -> None:
+        user = user_by_email(email)
+        # Every balance change and hold locks the account row, so holding that lock while
+        # summing gives one consistent picture even while requests are being settled.
+        with transaction.atomic():
+            account = CreditAccount.objects.select_for_update().filter(user=user).first()
+            ledger_micros = LedgerEntry.objects.filter(user=user).aggregate(total=Coalesce(Sum("amount_micros"), 0))[
+                "total"
+            ]
+            holds_micros = CreditHold.objects.filter(user=user).aggregate(total=Coalesce(Sum("amount_micros"), 0))[
+                "total"
+            ]
+        balance_micros = account.balance_micros if account else 0
+        held_micros = account.held_micros if account else 0
+
+        def usd(micros: int) -> str:
+            return f"{format_usd(micros, 6):>16}"
+
+        self.stdout.write(f"Account:     {user.email}{'' if account else ' (no credit account opened yet)'}")
+        self.stdout.write(f"Balance:     {usd(balance_micros)}")
+        self.stdout.write(f"Held:        {usd(held_micros)}  (requests in flight)")
+        self.stdout.write(f"Available:   {usd(balance_micros - held_micros)}")
+        self.stdout.write(f"Ledger sum:  {usd(ledger_micros)}")
+
+        problems = []
+        if balance_micros != ledger_micros:
+            problems.append(
+                f"the balance differs from the ledger sum by {format_usd(balance_micros - ledger_micros, 6)}"
+            )
+        if held_micros != holds_micros:
+            problems.append(
+                f"the held credit differs from the open holds ({format_usd(holds_micros, 6)}) "
+                f"by {format_usd(held_micros - holds_micros, 6)}"
+            )
+        if problems:
+            self.stdout.write(self.style.ERROR("MISMATCH: " + "; ".join(problems) + "."))
+            raise CommandError("The balance does not agree with the ledger.")
+        self.stdout.write(self.style.SUCCESS("OK: the balance equals the ledger sum."))

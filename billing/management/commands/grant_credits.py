@@ -1,0 +1,42 @@
+"""`grant_credits EMAIL AMOUNT_USD [--note TEXT]`: add credit, or (negative) adjust it down."""
+
+from __future__ import annotations
+
+from argparse import ArgumentParser
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from billing.management.commands._lookup import user_by_email
+from billing.models import LedgerEntry
+from billing.money import InvalidAmount, format_usd, usd_to_micros
+from billing.services import CreditError, credits_grant
+
+
+class Command(BaseCommand):
+    help = (
+        "Add credit to an account as a ledger entry and print the new balance. "
+        "A negative amount is an adjustment; it is refused if it would take the balance below zero."
+    )
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("email")
+        # A string, not a float: the amount is converted exactly (at most 6 decimals).
+        parser.add_argument("amount_usd", metavar="AMOUNT_USD", help="e.g. 25, 10.50 or -2.25")
+        parser.add_argument("--note", default="", help="Shown to the user in their ledger.")
+
+    def handle(self, *args: Any, email: str, amount_usd: str, note: str, **options: Any) -> None:
+        user = user_by_email(email)
+        try:
+            amount_micros = usd_to_micros(amount_usd)
+        except InvalidAmount as error:
+            raise CommandError(f"Invalid amount: {error}.") from None
+        kind = LedgerEntry.Kind.GRANT if amount_micros > 0 else LedgerEntry.Kind.ADJUSTMENT
+        default_note = "Credit granted by an administrator" if amount_micros > 0 else "Adjustment by an administrator"
+        try:
+            entry = credits_grant(user=user, amount_micros=amount_micros, kind=kind, note=note or default_note)
+        except CreditError as error:
+            raise CommandError(str(error)) from None
+        verb = "Granted" if amount_micros > 0 else "Adjusted by"
+        self.stdout.write(f"{verb} {format_usd(amount_micros, 6)} for {user.email} (ledger entry {entry.pk}).")
+        self.stdout.write(f"New balance: {format_usd(entry.balance_after_micros, 6)}")

@@ -1,0 +1,110 @@
+"""A seeded 30-day history: two keys of the owner (one leaked, with a spike), two models,
+one failed request, an outsider's usage on the same days and a record just outside the window.
+
+Every number below is chosen so the expected totals can be written down by hand:
+a chat request is 1,000 input + 500 output tokens of dos-ai at $0.50 / $1.50 per
+million, i.e. 500 + 750 = 1,250 micro-USD; an embedding request is 2,000 input
+tokens of dos-ai-embed at $0.02 per million, i.e. 40 micro-USD.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from dataclasses import dataclass
+
+import pytest
+from django.utils import timezone
+
+from accounts.models import User
+from apikeys.models import ApiKey
+from apikeys.services import api_key_create, api_key_revoke
+from billing.models import UsageRecord
+
+CHAT_COST = 1_250
+EMBED_COST = 40
+_request_ids = itertools.count(1)
+
+
+def make_key(owner: User, name: str) -> ApiKey:
+    api_key, _raw = api_key_create(owner=owner, name=name)
+    return api_key
+
+
+def add_usage(
+    api_key: ApiKey,
+    *,
+    days_ago: int,
+    count: int = 1,
+    model: str = "dos-ai",
+    prompt_tokens: int = 1_000,
+    completion_tokens: int = 500,
+    cost_micros: int = CHAT_COST,
+    status_code: int = 200,
+    endpoint: str = "chat/completions",
+) -> None:
+    """`count` usage records at noon UTC, `days_ago` days before today."""
+    today = timezone.now().astimezone(dt.UTC).date()
+    at = dt.datetime.combine(today - dt.timedelta(days=days_ago), dt.time(12), tzinfo=dt.UTC)
+    UsageRecord.objects.bulk_create(
+        UsageRecord(
+            request_id=f"req_seed_{next(_request_ids)}",
+            user_id=api_key.owner_id,
+            api_key=api_key,
+            endpoint=endpoint,
+            model=model,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cost_micros=cost_micros,
+            status_code=status_code,
+            latency_ms=120,
+            created_at=at + dt.timedelta(seconds=index),
+        )
+        for index in range(count)
+    )
+
+
+@dataclass
+class History:
+    production: ApiKey
+    leaked: ApiKey
+    unused_revoked: ApiKey
+    outsider_key: ApiKey
+    today: dt.date
+
+    def day(self, days_ago: int) -> dt.date:
+        return self.today - dt.timedelta(days=days_ago)
+
+
+@pytest.fixture
+def history(owner: User, outsider: User) -> History:
+    production = make_key(owner, "Production backend")
+    leaked = make_key(owner, "CI runner")
+    unused_revoked = make_key(owner, "Old laptop")
+    api_key_revoke(api_key=unused_revoked)
+    outsider_key = make_key(outsider, "Outsider app")
+
+    # Production: 10 chat requests every other day, 5 embeddings on one day, one failed call.
+    for days_ago in (10, 8, 6, 4, 2):
+        add_usage(production, days_ago=days_ago, count=10)
+    add_usage(
+        production,
+        days_ago=4,
+        count=5,
+        model="dos-ai-embed",
+        endpoint="embeddings",
+        prompt_tokens=2_000,
+        completion_tokens=0,
+        cost_micros=EMBED_COST,
+    )
+    add_usage(production, days_ago=2, status_code=502, prompt_tokens=0, completion_tokens=0, cost_micros=0)
+    # CI runner: a trickle, then 200 requests in one day (it leaked), then revoked.
+    for days_ago in (9, 7, 5):
+        add_usage(leaked, days_ago=days_ago, count=2)
+    add_usage(leaked, days_ago=3, count=200)
+    api_key_revoke(api_key=leaked)
+    # Outside the window, and another account's usage: never on the owner's pages.
+    add_usage(production, days_ago=30, count=7)
+    add_usage(outsider_key, days_ago=1, count=1_000)
+
+    return History(production, leaked, unused_revoked, outsider_key, timezone.now().astimezone(dt.UTC).date())
