@@ -56,7 +56,14 @@ async def authenticate(request: HttpRequest) -> ApiKey:
     api_key = await sync_to_async(api_key_authenticate)(bearer_token(request))
     if api_key is None:
         raise errors.invalid_api_key()
+    request.api_key = api_key  # type: ignore[attr-defined]
     return api_key
+
+
+async def rate_limit_state(api_key: ApiKey) -> ratelimit.Decision | None:
+    """For a response that ended before admission (bad body, unknown model): headers without a charge."""
+    owner = api_key.owner
+    return await ratelimit.peek(api_key.pk, rpm=owner.requests_per_minute, tpm=owner.tokens_per_minute)
 
 
 async def admit(request: HttpRequest, api_key: ApiKey, *, token_cost: int) -> ratelimit.Decision | None:

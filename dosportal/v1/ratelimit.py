@@ -87,7 +87,8 @@ def format_duration(ms: int) -> str:
     return f"{hours}h{minutes}m{secs}s" if hours else f"{minutes}m{secs}s"
 
 
-# KEYS: requests zset, tokens zset, token-sum string. ARGV: window_ms, rpm, tpm, cost, member.
+# KEYS: requests zset, tokens zset, token-sum string. ARGV: window_ms, rpm, tpm, cost, member, peek.
+# With peek = "1" nothing is consumed: the state is only read (for headers on early errors).
 # Returns {admitted, count, token_sum, reset_req_ms, reset_tok_ms, retry_ms, refused_by}.
 _ADMIT_SCRIPT = """
 local t = redis.call('TIME')
@@ -97,6 +98,7 @@ local rpm = tonumber(ARGV[2])
 local tpm = tonumber(ARGV[3])
 local cost = tonumber(ARGV[4])
 local member = ARGV[5]
+local peek = ARGV[6] == '1'
 local cutoff = now - window
 
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', cutoff)
@@ -140,6 +142,9 @@ elseif sum + cost > tpm then
   if refused_by == '' or token_retry > retry then retry = token_retry end
   if refused_by == '' then refused_by = 'tokens' end
 end
+if peek then
+  return {1, count, sum, reset_of(KEYS[1]), reset_of(KEYS[2]), 0, ''}
+end
 if refused_by ~= '' then
   return {0, count, sum, reset_of(KEYS[1]), reset_of(KEYS[2]), retry, refused_by}
 end
@@ -179,10 +184,10 @@ class RedisLimiter:
         base = f"dosportal:rl:{{{key_id}}}"
         return [f"{base}:req", f"{base}:tok", f"{base}:sum"]
 
-    async def admit(self, key_id: int, *, rpm: int, tpm: int, cost: int) -> Decision:
+    async def admit(self, key_id: int, *, rpm: int, tpm: int, cost: int, peek: bool = False) -> Decision:
         member = uuid.uuid4().hex
         admitted, count, token_sum, reset_req, reset_tok, retry, refused_by = await self.admit_script(
-            keys=self._keys(key_id), args=[self.window_ms, rpm, tpm, cost, member]
+            keys=self._keys(key_id), args=[self.window_ms, rpm, tpm, cost, member, "1" if peek else "0"]
         )
         return Decision(
             admitted=bool(admitted),
@@ -194,7 +199,7 @@ class RedisLimiter:
             reset_tokens_ms=int(reset_tok),
             retry_after_ms=int(retry),
             refused_by=refused_by.decode() if isinstance(refused_by, bytes) else str(refused_by),
-            entry=f"{member}|{cost}" if admitted else "",
+            entry=f"{member}|{cost}" if admitted and not peek else "",
         )
 
     async def release(self, key_id: int, entry: str) -> None:
@@ -210,7 +215,7 @@ class MemoryLimiter:
         self.windows: dict[int, deque[tuple[int, str, int]]] = {}
         self.lock = threading.Lock()
 
-    async def admit(self, key_id: int, *, rpm: int, tpm: int, cost: int) -> Decision:
+    async def admit(self, key_id: int, *, rpm: int, tpm: int, cost: int, peek: bool = False) -> Decision:
         now = int(time.monotonic() * 1000)
         with self.lock:
             entries = self.windows.setdefault(key_id, deque())
@@ -219,6 +224,8 @@ class MemoryLimiter:
             count = len(entries)
             token_sum = sum(entry[2] for entry in entries)
             reset = (entries[-1][0] + self.window_ms - now) if entries else 0
+            if peek:
+                return Decision(True, rpm, tpm, rpm - count, tpm - token_sum, reset, reset)
             refused_by, retry = "", 0
             if count + 1 > rpm:
                 refused_by, retry = "requests", entries[count - rpm][0] + self.window_ms - now
@@ -282,6 +289,15 @@ async def admit(key_id: int, *, rpm: int, tpm: int, cost: int) -> Decision | Non
         return await get_limiter().admit(key_id, rpm=rpm, tpm=tpm, cost=cost)
     except (redis.exceptions.RedisError, OSError) as error:
         logger.error("rate limiter unavailable, admitting without limits (fail-open): %r", error)
+        return None
+
+
+async def peek(key_id: int, *, rpm: int, tpm: int) -> Decision | None:
+    """The current state of a key's window, consuming nothing; None when the store is unreachable."""
+    try:
+        return await get_limiter().admit(key_id, rpm=rpm, tpm=tpm, cost=0, peek=True)
+    except (redis.exceptions.RedisError, OSError) as error:
+        logger.error("rate limiter unavailable (fail-open): %r", error)
         return None
 
 

@@ -39,6 +39,7 @@ def api_endpoint(*methods: str) -> Callable[[AsyncView], AsyncView]:
         async def wrapper(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
             request.request_id = _request_id(request)  # type: ignore[attr-defined]
             request.rate_limit = None  # type: ignore[attr-defined]
+            request.api_key = None  # type: ignore[attr-defined]
             try:
                 if methods and request.method not in methods:
                     raise errors.method_not_allowed(request.method or "", list(methods))
@@ -49,6 +50,8 @@ def api_endpoint(*methods: str) -> Callable[[AsyncView], AsyncView]:
                 logger.exception("unhandled error in /v1 (request %s)", request.request_id)
                 response = errors.internal_error().response()
             response["x-request-id"] = request.request_id
+            if request.rate_limit is None and request.api_key is not None:
+                request.rate_limit = await gateway.rate_limit_state(request.api_key)
             if request.rate_limit is not None:
                 for name, value in request.rate_limit.headers().items():
                     response[name] = value
