@@ -9,7 +9,7 @@ class ApiKeyCreateForm(forms.Form):
     # Validation lives in the service's clean_key_name, so the page, the admin and the
     # create_api_key command all refuse the same names with the same words.
     name = forms.CharField(
-        label="Name",
+        label="Key name",
         required=False,
         strip=False,
         help_text="Something to tell your keys apart later, such as the app or environment using it.",

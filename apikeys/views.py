@@ -7,14 +7,18 @@ that differs by `HX-Request` says so in `Vary`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import wraps
+
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
+from django.contrib.auth.decorators import login_required as django_login_required
+from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.cache import add_never_cache_headers, patch_vary_headers
 from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_POST, require_safe
-from django_htmx.http import reswap, retarget, trigger_client_event
+from django_htmx.http import HttpResponseClientRedirect, reswap, retarget, trigger_client_event
 from django_htmx.middleware import HtmxDetails
 
 from accounts.models import User
@@ -26,6 +30,21 @@ from apikeys.services import api_key_create, api_key_revoke
 class HtmxHttpRequest(HttpRequest):
     htmx: HtmxDetails
     user: User
+
+
+def login_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Django's login_required, except that an htmx request from an expired session
+    sends the whole page to the login form instead of swapping the form into a fragment."""
+    plain = django_login_required(view)
+
+    @wraps(view)
+    def wrapper(request: HtmxHttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+        if request.htmx and not request.user.is_authenticated:
+            back_to = request.htmx.current_url_abs_path or request.get_full_path()
+            return HttpResponseClientRedirect(redirect_to_login(back_to).url)
+        return plain(request, *args, **kwargs)
+
+    return wrapper
 
 
 def _get_key_for_user(request: HtmxHttpRequest, key_id: int) -> ApiKey:

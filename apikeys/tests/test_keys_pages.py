@@ -56,6 +56,15 @@ def test_it_does_not_create_a_key_for_an_anonymous_post(client: Client) -> None:
     assert ApiKey.objects.count() == 0
 
 
+def test_an_htmx_request_from_an_expired_session_reloads_into_the_login_page(client: Client) -> None:
+    response = client.post("/keys/create/", {"name": "Sneaky"}, HTTP_HX_CURRENT_URL="http://testserver/keys/", **HTMX)
+
+    assert response.status_code == 200
+    assert response["HX-Redirect"] == "/login/?next=/keys/"
+    assert response.content == b""
+    assert ApiKey.objects.count() == 0
+
+
 # --- The list ----------------------------------------------------------------------
 
 
@@ -67,7 +76,7 @@ def test_it_shows_the_empty_state_with_the_create_form(owner_client: Client) -> 
     assert "Create your first API key" in content
     assert "An API key lets your code call the DOS AI API" in content
     assert 'action="/keys/create/"' in content
-    assert '<label for="key-name">Name</label>' in content
+    assert '<label for="key-name">Key name</label>' in content
     assert "<table" not in content
 
 
@@ -244,7 +253,7 @@ def test_an_invalid_name_gets_the_form_with_its_error_for_htmx(owner_client: Cli
     assert response["HX-Reswap"] == "outerHTML"
     assert "HX-Trigger" not in response
     content = response.content.decode()
-    assert '<form id="key-create-form"' in content
+    assert content.strip().startswith('<form id="key-create-form"')
     assert "Keep the name to 100 characters or fewer." in content
     assert "<html" not in content
     assert ApiKey.objects.count() == 0
