@@ -149,7 +149,9 @@ def test_a_stream_cut_by_the_client_is_charged_for_what_was_delivered(gateway, a
     fake_upstream.chunk_delay = 0.3
     before = CreditAccount.objects.get(user=api_user).balance_micros
     with httpx.stream(
-        "POST", f"{gateway.url}/v1/chat/completions", json={**EXACT, "stream": True},
+        "POST",
+        f"{gateway.url}/v1/chat/completions",
+        json={**EXACT, "stream": True},
         headers={"Authorization": f"Bearer {api_key}"},
     ) as response:
         next(line for line in response.iter_lines() if line)

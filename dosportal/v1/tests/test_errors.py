@@ -43,9 +43,7 @@ def test_missing_messages_is_400_missing_field(gateway, api_key):
     response = post(gateway, "/v1/chat/completions", api_key, json={"model": "dos-ai"})
 
     assert response.status_code == 400
-    assert response.json() == error(
-        "Missing required parameter: 'messages'.", "invalid_request_error", "missing_field"
-    )
+    assert response.json() == error("Missing required parameter: 'messages'.", "invalid_request_error", "missing_field")
 
 
 def test_missing_model_is_400_missing_field(gateway, api_key):
@@ -107,9 +105,7 @@ def test_unknown_model_is_404_model_not_found(gateway, api_key):
     response = post(gateway, "/v1/chat/completions", api_key, json={**CHAT, "model": "gpt-17"})
 
     assert response.status_code == 404
-    assert response.json() == error(
-        "The model 'gpt-17' does not exist.", "invalid_request_error", "model_not_found"
-    )
+    assert response.json() == error("The model 'gpt-17' does not exist.", "invalid_request_error", "model_not_found")
 
 
 @pytest.mark.parametrize("path", ["/v1/nope", "/v1", "/v1/chat/completions/", "/v1/assistants/x/threads"])
