@@ -25,7 +25,8 @@ class StatusFilter(admin.SimpleListFilter):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ["name", "owner", "hint", "created_at", "last_used_at", "revoked_at"]
+    list_display = ["owner", "name", "hint", "created_at", "last_used_at", "revoked_at"]
+    list_display_links = ["name"]
     list_filter = [StatusFilter, "created_at"]
     search_fields = ["owner__email", "name", "hint"]
     list_select_related = ["owner"]

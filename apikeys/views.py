@@ -133,8 +133,8 @@ def key_revoke(request: HtmxHttpRequest, key_id: int) -> HttpResponse:
     api_key_revoke(api_key=api_key)
     messages.success(request, f"Revoked “{api_key.name}”. Requests using it now fail.")
     if request.htmx:
-        # The list without the key (or the empty state), and the message, which the
-        # form picks out of the response with hx-select-oob="#messages".
+        # The list without the key (or the empty state), and the message, which the form
+        # picks out of the response with hx-select-oob into the page's live region.
         context = {"keys": request.user.api_keys.active(), "form": ApiKeyCreateForm()}
         return _vary_on_htmx(render(request, "apikeys/keys.html#key-revoked", context))
     return _vary_on_htmx(redirect("keys"))

@@ -70,7 +70,8 @@ def test_a_new_user_creates_copies_lists_and_deletes_a_key(live_server, page, ar
     expect(rows.last).to_contain_text("7\xa0minutes ago")
     assert api_key.hint == f"dos_sk_{shown_key[7:11]}…{shown_key[-4:]}"
     # Keyboard users land on the copy button, and the whole panel is in view, title included.
-    copy_button = page.get_by_role("button", name="Copy key")
+    copy_button = page.locator('button[data-copy-target="new-key-value"]')
+    expect(copy_button).to_have_accessible_name("Copy key")
     expect(copy_button).to_be_focused()
     expect(page.get_by_role("heading", name="Key “Production backend” created")).to_be_in_viewport()
     assert page.evaluate("window.scrollY") == 0
@@ -79,6 +80,7 @@ def test_a_new_user_creates_copies_lists_and_deletes_a_key(live_server, page, ar
     copy_button.click()
 
     expect(copy_button).to_have_attribute("data-copied", "true")
+    expect(copy_button).to_have_text("Copied")
     copied = page.evaluate("navigator.clipboard.readText()")
     assert copied == shown_key
     assert is_well_formed(copied)
@@ -101,6 +103,8 @@ def test_a_new_user_creates_copies_lists_and_deletes_a_key(live_server, page, ar
 
     expect(page.get_by_role("dialog")).to_have_count(0)
     expect(page.locator("#keys tbody tr")).to_have_count(1)
+    # Focus does not fall back to the top of the document with the removed row.
+    expect(page.get_by_role("heading", name="Your keys")).to_be_focused()
     expect(page.get_by_text("Production backend")).to_have_count(1)  # in the message only
     expect(page.get_by_role("status")).to_contain_text("Revoked “Production backend”. Requests using it now fail.")
     api_key.refresh_from_db()
@@ -136,6 +140,8 @@ def test_cancelling_the_confirmation_keeps_the_key(live_server, page) -> None:
 
     expect(page.get_by_role("dialog")).to_have_count(0)
     expect(page.locator("#keys tbody tr")).to_have_count(1)
+    # Closing the dialog gives focus back to the Delete link that opened it.
+    expect(page.get_by_role("link", name="Delete Production backend")).to_be_focused()
     assert ApiKey.objects.get().revoked_at is None
 
 

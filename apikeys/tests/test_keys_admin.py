@@ -38,8 +38,8 @@ def test_it_lists_owner_name_hint_created_last_used_and_revoked(admin_client_: C
     assert response.status_code == 200
     assert list(response.context["cl"].list_display) == [
         "action_checkbox",
-        "name",
         "owner",
+        "name",
         "hint",
         "created_at",
         "last_used_at",
@@ -49,6 +49,7 @@ def test_it_lists_owner_name_hint_created_last_used_and_revoked(admin_client_: C
     content = response.content.decode()
     assert keys["production"][0].hint in content
     assert "owner@example.com" in content
+    assert f'<a href="/admin/apikeys/apikey/{keys["production"][0].pk}/change/">Production backend</a>' in content
 
 
 def test_it_never_shows_the_hash_or_the_raw_key(admin_client_: Client, keys) -> None:
