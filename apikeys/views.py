@@ -79,7 +79,8 @@ def _vary_on_htmx(response: HttpResponse) -> HttpResponse:
 @require_safe
 @login_required
 def keys_page(request: HtmxHttpRequest) -> HttpResponse:
-    if request.htmx:
+    # htmx restoring its history wants the whole page, like a plain request.
+    if request.htmx and not request.htmx.history_restore_request:
         # The list region refreshing itself after a "key-created" event.
         context = {"keys": request.user.api_keys.active(), "form": ApiKeyCreateForm()}
         response = render(request, "apikeys/keys.html#keys-table", context)

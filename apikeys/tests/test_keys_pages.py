@@ -145,6 +145,13 @@ def test_an_htmx_request_for_the_list_gets_only_the_list_fragment(owner_client: 
     assert "hx-request" in vary(response)
 
 
+def test_an_htmx_history_restore_gets_the_full_page(owner_client: Client) -> None:
+    response = owner_client.get("/keys/", HTTP_HX_HISTORY_RESTORE_REQUEST="true", **HTMX)
+
+    assert response.status_code == 200
+    assert response.content.decode().startswith("<!doctype html>")
+
+
 def test_a_plain_request_for_the_list_gets_the_full_page(owner_client: Client) -> None:
     response = owner_client.get("/keys/")
 
