@@ -2,9 +2,13 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib.auth import password_validation
-from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm, SetPasswordForm
 
 from accounts.models import User
+
+# A plain summary of AUTH_PASSWORD_VALIDATORS for the forms that set a password; the
+# validators' own messages explain any refusal.
+VALIDATORS_SUMMARY = "At least 8 characters. Not a common password, not only digits, not close to your email."
 
 
 class SignupForm(forms.ModelForm):
@@ -12,13 +16,18 @@ class SignupForm(forms.ModelForm):
         label="Password",
         strip=False,
         widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
-        help_text=password_validation.password_validators_help_text_html(),
+        help_text=VALIDATORS_SUMMARY,
     )
 
     class Meta:
         model = User
         fields = ["email"]
-        widgets = {"email": forms.EmailInput(attrs={"autocomplete": "email", "autofocus": True})}
+        labels = {"email": "Email"}
+        widgets = {
+            "email": forms.EmailInput(
+                attrs={"autocomplete": "email", "autofocus": True, "placeholder": "you@example.com"}
+            )
+        }
 
     def clean_email(self) -> str:
         email = User.objects.normalize_email(self.cleaned_data["email"]).lower()
@@ -45,7 +54,8 @@ class SignupForm(forms.ModelForm):
 
 class EmailAuthenticationForm(AuthenticationForm):
     username = forms.EmailField(
-        label="Email", widget=forms.EmailInput(attrs={"autocomplete": "email", "autofocus": True})
+        label="Email",
+        widget=forms.EmailInput(attrs={"autocomplete": "email", "autofocus": True, "placeholder": "you@example.com"}),
     )
 
     error_messages = {
@@ -55,3 +65,22 @@ class EmailAuthenticationForm(AuthenticationForm):
 
     def clean_username(self) -> str:
         return self.cleaned_data["username"].strip().lower()
+
+
+class AccountPasswordChangeForm(PasswordChangeForm):
+    """The settings page's form: no autofocus (it is not the page's first field), short help."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["old_password"].widget.attrs.pop("autofocus", None)
+        self.fields["new_password1"].help_text = VALIDATORS_SUMMARY
+        self.fields["new_password2"].help_text = ""
+
+
+class ResetSetPasswordForm(SetPasswordForm):
+    """The reset link's form, with the same short help as sign-up."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["new_password1"].help_text = VALIDATORS_SUMMARY
+        self.fields["new_password2"].help_text = ""

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login, update_session_auth_hash
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.forms import PasswordChangeForm
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse_lazy
@@ -12,9 +12,12 @@ from django.utils.decorators import method_decorator
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.debug import sensitive_post_parameters
 
-from accounts.forms import EmailAuthenticationForm, SignupForm
+from accounts.forms import AccountPasswordChangeForm, EmailAuthenticationForm, ResetSetPasswordForm, SignupForm
 from accounts.throttle import throttle
-from billing.plans import PLANS
+from apikeys.models import ApiKey
+from billing.models import CreditAccount
+from billing.money import format_usd, usd_to_micros
+from billing.plans import PLANS, PlanName
 
 
 @sensitive_post_parameters("password")
@@ -31,7 +34,13 @@ def signup(request: HttpRequest) -> HttpResponse:
         if url_has_allowed_host_and_scheme(next_url, {request.get_host()}, require_https=request.is_secure()):
             return redirect(next_url)
         return redirect("overview")
-    return render(request, "accounts/signup.html", {"form": form})
+    signup_credit_micros = usd_to_micros(settings.DOS_AI_SIGNUP_CREDIT_USD)
+    context = {
+        "form": form,
+        "free_plan": PLANS[PlanName.FREE],
+        "signup_credit": format_usd(signup_credit_micros) if signup_credit_micros else "",
+    }
+    return render(request, "accounts/signup.html", context)
 
 
 @method_decorator(throttle("accounts.login", "DOS_AI_LOGIN_RATE"), name="dispatch")
@@ -59,6 +68,7 @@ class PasswordResetDoneView(auth_views.PasswordResetDoneView):
 
 class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
     template_name = "accounts/password_reset_confirm.html"
+    form_class = ResetSetPasswordForm
     success_url = reverse_lazy("password_reset_complete")
 
 
@@ -68,13 +78,19 @@ class PasswordResetCompleteView(auth_views.PasswordResetCompleteView):
 
 @login_required
 def overview(request: HttpRequest) -> HttpResponse:
-    return render(request, "accounts/overview.html", {"plan": request.user.plan_info})
+    credit = CreditAccount.objects.filter(user=request.user).first()
+    context = {
+        "plan": request.user.plan_info,
+        "balance": format_usd(credit.balance_micros) if credit else format_usd(0),
+        "active_key_count": ApiKey.objects.filter(owner=request.user).active().count(),
+    }
+    return render(request, "accounts/overview.html", context)
 
 
 @login_required
 @sensitive_post_parameters()
 def account_settings(request: HttpRequest) -> HttpResponse:
-    form = PasswordChangeForm(request.user, request.POST if request.method == "POST" else None)
+    form = AccountPasswordChangeForm(request.user, request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         user = form.save()
         update_session_auth_hash(request, user)
