@@ -46,6 +46,9 @@ def test_a_new_user_signs_up_in_the_browser_and_lands_on_the_overview(live_serve
     assert list(LedgerEntry.objects.filter(user=user).values_list("kind", "amount_micros")) == [("grant", 5_000_000)]
     page.screenshot(path=artifacts_dir / "overview.png", full_page=True)
 
+    page.get_by_role("button", name="Dismiss").click()
+    expect(page.locator(".flash")).to_have_count(0)
+
     # The quickstart tabs: click, and arrow keys move between them.
     python_tab = page.get_by_role("tab", name="Python")
     javascript_tab = page.get_by_role("tab", name="JavaScript")

@@ -3,6 +3,8 @@ from __future__ import annotations
 import pytest
 
 from accounts.models import User
+from apikeys.services import api_key_create, api_key_revoke
+from billing.services import credits_grant
 
 pytestmark = pytest.mark.django_db
 
@@ -88,3 +90,30 @@ def test_the_body_carries_the_csrf_token_for_htmx(client_for, owner: User) -> No
     content = client_for(owner).get("/").content.decode()
 
     assert 'hx-headers=\'{"x-csrftoken": "' in content
+
+
+def test_it_shows_the_credit_balance_from_the_ledger(client_for, owner: User) -> None:
+    credits_grant(user=owner, amount_micros=2_500_000, note="Top-up")
+
+    response = client_for(owner).get("/")
+
+    assert response.context["balance"] == "$7.50"
+    assert ">$7.50<" in response.content.decode()
+
+
+def test_it_invites_a_user_without_keys_to_create_one(client_for, owner: User) -> None:
+    content = client_for(owner).get("/").content.decode()
+
+    assert ">Create an API key</a>" in content
+
+
+def test_it_counts_only_active_keys(client_for, owner: User, outsider: User) -> None:
+    api_key_create(owner=owner, name="laptop")
+    revoked, _ = api_key_create(owner=owner, name="old")
+    api_key_revoke(api_key=revoked)
+    api_key_create(owner=outsider, name="not mine")
+
+    response = client_for(owner).get("/")
+
+    assert response.context["active_key_count"] == 1
+    assert "You have 1 active key." in response.content.decode()
