@@ -188,7 +188,8 @@ def usage_by_key(*, user: User, window: UsageWindow) -> list[KeyUsage]:
     per_key: dict[int, dict[dt.date, dict[str, int]]] = defaultdict(dict)
     for row in rows:
         per_key[row.pop("api_key_id")][row.pop("day")] = row
-    keys = ApiKey.objects.filter(owner=user, pk__in=per_key).in_bulk()
+    # The ids come from the user's own usage records, so these are the user's keys.
+    keys = ApiKey.objects.in_bulk(list(per_key))
     grand_cost = sum(row["cost_micros"] for days in per_key.values() for row in days.values())
 
     breakdown = []

@@ -13,6 +13,7 @@ from django_htmx.middleware import HtmxDetails
 from apikeys.models import ApiKey
 from billing import selectors
 from billing.plans import PLANS
+from billing.templatetags.billing_tags import common_places
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -38,16 +39,26 @@ def usage_page(request: HtmxHttpRequest) -> HttpResponse:
     daily = selectors.usage_daily(user=request.user, window=window, api_key=selected_key)
     by_key = selectors.usage_by_key(user=request.user, window=window)
     spike_days = [day for day in daily if day.is_spike]
+    by_model = selectors.usage_by_model(user=request.user, window=window, api_key=selected_key)
+    totals = selectors.usage_totals(daily)
+    active_days = sum(1 for day in daily if day.requests)
     context = {
         "window": window,
         "daily": daily,
-        "daily_newest_first": list(reversed(daily)),
-        "totals": selectors.usage_totals(daily),
-        "active_days": sum(1 for day in daily if day.requests),
+        # The table lists the days with requests; the chart already shows the quiet ones.
+        "daily_rows": [day for day in reversed(daily) if day.requests],
+        "totals": totals,
+        "active_days": active_days,
+        "quiet_days": len(daily) - active_days,
         "spike_days": spike_days,
         "spike_alerts": _spike_alerts(spike_days, by_key, selected_key),
         "by_key": by_key,
-        "by_model": selectors.usage_by_model(user=request.user, window=window, api_key=selected_key),
+        "by_model": by_model,
+        "cost_places": common_places(
+            [totals.cost_micros]
+            + [day.cost_micros for day in daily]
+            + [item.totals.cost_micros for item in [*by_key, *by_model]]
+        ),
         "filter_keys": selectors.usage_filter_keys(user=request.user, window=window),
         "selected_key": selected_key,
         "has_any_usage": selected_key is not None or bool(by_key),
@@ -82,11 +93,15 @@ def _spike_alerts(
 def billing_page(request: HttpRequest) -> HttpResponse:
     user = request.user
     account = selectors.credit_account_for(user=user)
+    ledger = selectors.ledger_page(user=user, page_number=request.GET.get("page"))
     context = {
         "account": account,
         "plan": user.plan_info,
         "plans": list(PLANS.values()),
-        "ledger": selectors.ledger_page(user=user, page_number=request.GET.get("page")),
+        "ledger": ledger,
+        "ledger_places": common_places(
+            amount for entry in ledger.object_list for amount in (entry.amount_micros, entry.balance_after_micros)
+        ),
         "served_models": selectors.served_models_active(),
         # Optional: who to write to for credit. Not every deployment has a billing inbox.
         "billing_contact": getattr(settings, "DOS_AI_BILLING_CONTACT", ""),

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from django import template
 from django.contrib.humanize.templatetags.humanize import intcomma
+from django.utils.html import format_html
 
 from billing.money import MICROS_PER_USD, format_usd
 from billing.selectors import DayUsage
@@ -38,12 +39,30 @@ def usd_exact(micros: int | None) -> str:
     return "" if micros is None else format_usd(int(micros), 6)
 
 
+@register.filter
+def usd_headline(micros: int | None) -> str:
+    """Exact, with the digits past the cent set in a quieter style: `$28.97<span>5315</span>`.
+    A balance reads at a glance and still adds up to the ledger."""
+    if micros is None:
+        return ""
+    text = usd(micros)
+    cents_end = text.index(".") + 3
+    if len(text) == cents_end:
+        return text
+    return format_html('{}<span class="sub-cent">{}</span>', text[:cents_end], text[cents_end:])
+
+
 def exact_places(micros: int) -> int:
     """The fewest decimals (2 to 6) that show `micros` without rounding."""
     for places in range(2, 6):
         if micros % (MICROS_PER_USD // 10**places) == 0:
             return places
     return 6
+
+
+def common_places(amounts: Iterable[int]) -> int:
+    """The decimals that show every amount of a table exactly, so its column lines up on the point."""
+    return max((exact_places(micros) for micros in amounts), default=2)
 
 
 @register.filter
@@ -113,10 +132,11 @@ def axis_label(metric: str, value: int, step: int) -> str:
 
 @dataclass(frozen=True)
 class ChartGeometry:
-    width: int = 720
-    height: int = 240
+    # About the card's width on a desktop, so 11px labels render near 11px; phones scroll.
+    width: int = 1000
+    height: int = 250
     left: int = 58
-    right: int = 10
+    right: int = 24  # room for the last day's label, centred under the last bar
     top: int = 26
     bottom: int = 30
     ticks: int = 4

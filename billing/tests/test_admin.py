@@ -177,7 +177,8 @@ def test_the_grant_action_shows_a_form_then_grants_each_selected_account(
     assert LedgerEntry.objects.filter(user__in=[owner, outsider]).count() == 2  # the sign-up credits only
 
     response = admin_client.post(
-        "/admin/billing/creditaccount/", {**selected, "apply": "1", "amount_usd": "2.5", "kind": "grant", "note": "Promo"}
+        "/admin/billing/creditaccount/",
+        {**selected, "apply": "1", "amount_usd": "2.5", "kind": "grant", "note": "Promo"},
     )
 
     assert response.status_code == 302
@@ -211,9 +212,12 @@ def test_staff_without_the_change_permission_cannot_grant(owner: User, client_fo
 
     assert client.get("/admin/billing/creditaccount/").status_code == 200
     assert client.get(f"/admin/billing/creditaccount/{owner.pk}/grant/").status_code == 403
-    assert client.post(
-        f"/admin/billing/creditaccount/{owner.pk}/grant/", {"amount_usd": "100", "kind": "grant"}
-    ).status_code == 403
+    assert (
+        client.post(
+            f"/admin/billing/creditaccount/{owner.pk}/grant/", {"amount_usd": "100", "kind": "grant"}
+        ).status_code
+        == 403
+    )
     assert 'value="grant_credits"' not in page(client.get("/admin/billing/creditaccount/"))
     assert "Grant credits" not in page(client.get(f"/admin/billing/creditaccount/{owner.pk}/change/"))
     assert CreditAccount.objects.get(user=owner).balance_micros == 5_000_000

@@ -59,7 +59,6 @@ def test_a_new_account_shows_its_sign_up_credit(owner: User, client_for) -> None
     html = html_of(client_for(owner).get("/billing/"))
 
     assert 'data-balance="5000000">$5.00<' in html
-    assert "exactly <span class=\"mono\">$5.000000</span>" in html
     assert 'data-held="0">$0.00<' in html
     assert 'data-available="5000000">$5.00<' in html
     entries = ledger_rows(html)
@@ -75,16 +74,23 @@ def test_balance_held_and_available_are_exact(owner: User, client_for) -> None:
 
     html = html_of(client_for(owner).get("/billing/"))
 
-    assert 'data-balance="24998532">$25.00<' in html  # rounded for the headline only…
-    assert "exactly <span class=\"mono\">$24.998532</span>" in html  # …and exact beneath it
-    assert 'data-held="2500">$0.0025<' in html
-    assert 'data-available="24996032">$24.996032<' in html
+    # Exact, with the digits past the cent set smaller: the balance still adds up to the ledger.
+    assert 'data-balance="24998532">$24.99<span class="sub-cent">8532</span><' in html
+    assert 'data-held="2500">$0.00<span class="sub-cent">25</span><' in html
+    assert 'data-available="24996032">$24.99<span class="sub-cent">6032</span><' in html
     newest = ledger_rows(html)[0]
     assert row(html, "data-entry", newest)[1:] == [
         "Usage",
         "dos-ai chat/completions req_a · 1,234 in / 567 out",
         "-$0.001468",
         "$24.998532",
+    ]
+    # The whole column uses the precision its most precise amount needs, so it lines up.
+    assert row(html, "data-entry", ledger_rows(html)[1])[1:] == [
+        "Top-up",
+        "Invoice 2026-0142",
+        "+$20.000000",
+        "$25.000000",
     ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from io import StringIO
 
 import pytest
@@ -36,9 +37,7 @@ def test_grant_credits_adds_a_ledger_entry_and_prints_the_new_balance(owner: Use
         17_500_000,
         "Invoice 2026-0142",
     )
-    assert out == (
-        f"Granted $12.500000 for owner@example.com (ledger entry {entry.pk}).\nNew balance: $17.500000\n"
-    )
+    assert out == (f"Granted $12.500000 for owner@example.com (ledger entry {entry.pk}).\nNew balance: $17.500000\n")
     assert balance_of(owner) == 17_500_000
 
 
@@ -99,7 +98,7 @@ def test_grant_credits_refuses_a_bad_amount(owner: User, amount: str, message: s
 
 
 def test_grant_credits_refuses_an_unknown_email(db: None) -> None:
-    with pytest.raises(CommandError, match="No account with the email 'nobody@example.com'"):
+    with pytest.raises(CommandError, match=re.escape("No account with the email 'nobody@example.com'")):
         run("grant_credits", "nobody@example.com", "1")
 
 
@@ -186,9 +185,7 @@ def test_set_limits_overrides_the_plan(owner: User) -> None:
 
     owner.refresh_from_db()
     assert (owner.requests_per_minute, owner.tokens_per_minute, owner.has_limit_override) == (1000, 5_000_000, True)
-    assert out == (
-        "owner@example.com now has custom limits: 1,000 requests and 5,000,000 tokens per minute per key.\n"
-    )
+    assert out == ("owner@example.com now has custom limits: 1,000 requests and 5,000,000 tokens per minute per key.\n")
 
 
 def test_set_limits_with_one_limit_keeps_the_other_override(owner: User) -> None:

@@ -38,8 +38,8 @@ def assert_consistent(user: User) -> None:
         CreditHold.objects.filter(user=user).aggregate(total=Sum("amount_micros"))["total"] or 0
     )
     running = 0
-    for amount, balance_after in LedgerEntry.objects.filter(user=user).order_by("id").values_list(
-        "amount_micros", "balance_after_micros"
+    for amount, balance_after in (
+        LedgerEntry.objects.filter(user=user).order_by("id").values_list("amount_micros", "balance_after_micros")
     ):
         running += amount
         assert balance_after == running
@@ -231,7 +231,9 @@ def test_concurrent_settlements_of_one_request_charge_it_once(owner: User) -> No
     api_key = make_key(owner, "k")
     hold_id = credit_reserve(user_id=owner.pk, amount_micros=50_000, request_id="req_1")
 
-    results = run_concurrently(8, lambda _index: usage_settle(hold_id=hold_id, outcome=outcome(owner, api_key, "req_1", cost=30_000)))
+    results = run_concurrently(
+        8, lambda _index: usage_settle(hold_id=hold_id, outcome=outcome(owner, api_key, "req_1", cost=30_000))
+    )
 
     assert sum(result is not None for result in results) == 1
     assert UsageRecord.objects.filter(request_id="req_1").count() == 1
