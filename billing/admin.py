@@ -120,7 +120,8 @@ class CreditAccountAdmin(ReadOnlyAdmin):
     @admin.display(description="ledger")
     def ledger_link(self, obj: CreditAccount) -> str:
         url = reverse("admin:billing_ledgerentry_changelist") + f"?user__id__exact={obj.user_id}"
-        return format_html('<a href="{}">{} entries</a>', url, obj.user.ledger_entries.count())
+        count = obj.user.ledger_entries.count()
+        return format_html('<a href="{}">{} {}</a>', url, count, "entry" if count == 1 else "entries")
 
     def get_urls(self) -> list[URLPattern]:
         grant = path(

@@ -63,6 +63,9 @@ def usage_page(request: HtmxHttpRequest) -> HttpResponse:
         "selected_key": selected_key,
         "has_any_usage": selected_key is not None or bool(by_key),
     }
+    if not context["has_any_usage"]:
+        # Tell "never used the API" apart from "quiet for a month".
+        context["last_request_at"] = selectors.usage_last_request_at(user=request.user)
     template = "billing/usage.html#usage-body" if request.htmx else "billing/usage.html"
     response = render(request, template, context)
     patch_vary_headers(response, ("HX-Request",))

@@ -111,7 +111,7 @@ def test_the_credit_account_page_is_read_only_and_links_to_the_grant_form(admin_
 
     assert f'href="/admin/billing/creditaccount/{owner.pk}/grant/"' in html
     assert "$5.000000 — equals the balance" in html
-    assert f'href="/admin/billing/ledgerentry/?user__id__exact={owner.pk}">1 entries</a>' in html
+    assert f'href="/admin/billing/ledgerentry/?user__id__exact={owner.pk}">1 entry</a>' in html
     assert 'name="_save"' not in html
     assert admin_client.post(f"/admin/billing/creditaccount/{owner.pk}/change/", {}).status_code == 403
     assert admin_client.get("/admin/billing/creditaccount/add/").status_code == 403

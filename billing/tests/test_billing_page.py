@@ -217,3 +217,12 @@ def test_the_page_reads_without_writing(owner: User, client_for) -> None:
     assert 'data-balance="0">$0.00<' in html
     assert "No ledger entries yet." in html
     assert not CreditAccount.objects.filter(user=owner).exists()
+
+
+def test_the_page_costs_a_fixed_number_of_queries_however_long_the_ledger(
+    long_ledger, owner: User, client_for, django_assert_max_num_queries
+) -> None:
+    client = client_for(owner)
+    # session, user, credit account, ledger count, ledger page (usage joined), prices
+    with django_assert_max_num_queries(6):
+        html_of(client.get("/billing/"))

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from io import StringIO
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
 
 from accounts.models import User
 from billing.models import CreditAccount, CreditHold, LedgerEntry
@@ -37,7 +42,7 @@ def test_grant_credits_adds_a_ledger_entry_and_prints_the_new_balance(owner: Use
         17_500_000,
         "Invoice 2026-0142",
     )
-    assert out == (f"Granted $12.500000 for owner@example.com (ledger entry {entry.pk}).\nNew balance: $17.500000\n")
+    assert out == (f"Granted $12.500000 to owner@example.com (ledger entry {entry.pk}).\nNew balance: $17.500000\n")
     assert balance_of(owner) == 17_500_000
 
 
@@ -60,7 +65,7 @@ def test_a_negative_amount_is_an_adjustment(owner: User) -> None:
     entry = LedgerEntry.objects.filter(user=owner).first()
     assert (entry.kind, entry.amount_micros, entry.note) == ("adjustment", -2_250_000, "Duplicate grant")
     assert out.endswith("New balance: $2.750000\n")
-    assert out.startswith("Adjusted by -$2.250000 for owner@example.com")
+    assert out == f"Adjusted owner@example.com by -$2.250000 (ledger entry {entry.pk}).\nNew balance: $2.750000\n"
 
 
 def test_an_adjustment_below_zero_is_refused_and_changes_nothing(owner: User) -> None:
@@ -223,3 +228,44 @@ def test_set_limits_refuses_bad_arguments(owner: User, args: tuple[str, ...], me
         run("set_limits", "owner@example.com", *args)
     owner.refresh_from_db()
     assert owner.has_limit_override is False
+
+
+# --- Through manage.py, as an operator or a script runs them ---------------------------------
+
+
+def manage(*args: str) -> subprocess.CompletedProcess[str]:
+    database = connection.settings_dict
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}",
+    }
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=settings.BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the child process needs the PostgreSQL test database")
+@pytest.mark.django_db(transaction=True)
+def test_from_the_shell_exit_codes_tell_success_from_refusal(owner: User) -> None:
+    granted = manage("grant_credits", "owner@example.com", "-1.5", "--note", "Correction")
+    assert granted.returncode == 0, granted.stderr
+    assert granted.stdout.endswith("New balance: $3.500000\n")
+
+    refused = manage("grant_credits", "owner@example.com", "-10")
+    assert refused.returncode == 1
+    assert "CommandError: This adjustment would take the balance below zero." in refused.stderr
+
+    agreed = manage("balance", "owner@example.com")
+    assert agreed.returncode == 0
+    assert agreed.stdout.splitlines()[-1] == "OK: the balance equals the ledger sum."
+
+    CreditAccount.objects.filter(user=owner).update(balance_micros=1)
+    mismatch = manage("balance", "owner@example.com")
+    assert mismatch.returncode == 1
+    assert "MISMATCH" in mismatch.stdout

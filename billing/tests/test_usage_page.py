@@ -45,6 +45,16 @@ def test_it_shows_an_empty_state_when_there_is_no_usage(owner: User, client_for)
     assert '<svg class="chart usage-chart"' not in html
 
 
+def test_usage_older_than_the_window_is_not_shown_but_mentioned(owner: User, client_for) -> None:
+    add_usage(make_key(owner, "Last quarter"), days_ago=45, count=3)
+
+    html = html_of(client_for(owner).get("/usage/"))
+
+    assert "No usage in the last 30 days" in html
+    assert "Your most recent request was on" in html
+    assert "data-total" not in html
+
+
 def test_it_totals_the_last_30_days_exactly(history: History, owner: User, client_for) -> None:
     response = client_for(owner).get("/usage/")
     html = html_of(response)
@@ -224,3 +234,16 @@ def test_a_second_user_key_with_a_burst_is_flagged_on_its_own_row(owner: User, c
 
 def test_only_get_is_allowed(owner: User, client_for) -> None:
     assert client_for(owner).post("/usage/").status_code == 405
+
+
+def test_the_page_costs_a_fixed_number_of_queries_however_many_keys_and_days(
+    history: History, owner: User, client_for, django_assert_max_num_queries
+) -> None:
+    client = client_for(owner)
+    for index in range(10):
+        add_usage(make_key(owner, f"extra {index}"), days_ago=index, count=3)
+
+    # session, user, daily, per key, their keys, per model, filter keys
+    with django_assert_max_num_queries(8):
+        html = html_of(client.get("/usage/"))
+    assert len(re.findall(r'<tr data-key="', html)) == 12

@@ -37,6 +37,9 @@ class Command(BaseCommand):
             entry = credits_grant(user=user, amount_micros=amount_micros, kind=kind, note=note or default_note)
         except CreditError as error:
             raise CommandError(str(error)) from None
-        verb = "Granted" if amount_micros > 0 else "Adjusted by"
-        self.stdout.write(f"{verb} {format_usd(amount_micros, 6)} for {user.email} (ledger entry {entry.pk}).")
+        amount = format_usd(amount_micros, 6)
+        if amount_micros > 0:
+            self.stdout.write(f"Granted {amount} to {user.email} (ledger entry {entry.pk}).")
+        else:
+            self.stdout.write(f"Adjusted {user.email} by {amount} (ledger entry {entry.pk}).")
         self.stdout.write(f"New balance: {format_usd(entry.balance_after_micros, 6)}")
