@@ -44,7 +44,7 @@ CLIENT_CLOSED = 499  # nginx's code for "client closed the connection", used in 
 def bearer_token(request: HttpRequest) -> str:
     """The key from `Authorization: Bearer …` (scheme case-insensitive, whitespace tolerated)."""
     header = request.headers.get("Authorization", "").strip()
-    scheme, _, token = header.partition(" ")
+    scheme, _, token = header.replace("\t", " ").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise errors.invalid_api_key(
             "Missing API key. Send it as 'Authorization: Bearer dos_sk_...'." if not header else "Invalid API key"
@@ -242,7 +242,7 @@ async def _relay(call: Call, stream: UpstreamStream) -> AsyncIterator[bytes]:
     """Forward each event as it arrives; meter what was delivered, whatever ends the stream."""
     usage: tuple[int, int] | None = None
     delivered_chars = 0
-    status, charge = 200, True
+    status, charge, settled = 200, True, False
     try:
         async for data in stream.events():
             try:
@@ -263,22 +263,34 @@ async def _relay(call: Call, stream: UpstreamStream) -> AsyncIterator[bytes]:
                     continue
             delivered_chars += len(_completion_text(chunk))
             yield _sse(chunk)
+        # Settle before the final event, so a client that has seen [DONE] sees its charge too.
+        await _finish(call, stream, status, usage, delivered_chars, charge)
+        settled = True
         yield b"data: [DONE]\n\n"
     except UpstreamStreamError as error:
         status, charge = error.api_error.status, False
+        await _finish(call, stream, status, usage, delivered_chars, charge)
+        settled = True
         api_error = error.api_error
         yield _sse({"error": {"message": api_error.message, "type": api_error.type, "code": api_error.code}})
     except (asyncio.CancelledError, GeneratorExit):
         status = CLIENT_CLOSED
         raise
     finally:
-        try:
-            await asyncio.shield(asyncio.ensure_future(stream.aclose()))
-        except Exception as error:  # noqa: BLE001 - closing a broken upstream connection may fail
-            logger.debug("closing upstream stream: %r", error)
-        if usage is None:
-            usage = (call.parsed.prompt_tokens, math.ceil(delivered_chars / 4))
-        await call.settle(status, *usage, charge=charge)
+        if not settled:
+            await _finish(call, stream, status, usage, delivered_chars, charge)
+
+
+async def _finish(
+    call: Call, stream: UpstreamStream, status: int, usage: tuple[int, int] | None, delivered_chars: int, charge: bool
+) -> None:
+    try:
+        await asyncio.shield(asyncio.ensure_future(stream.aclose()))
+    except Exception as error:  # noqa: BLE001 - closing a broken upstream connection may fail
+        logger.debug("closing upstream stream: %r", error)
+    if usage is None:
+        usage = (call.parsed.prompt_tokens, math.ceil(delivered_chars / 4))
+    await call.settle(status, *usage, charge=charge)
 
 
 async def list_models() -> list[ServedModel]:
