@@ -135,7 +135,7 @@ class ChartGeometry:
     # About the card's width on a desktop, so 11px labels render near 11px; phones scroll.
     width: int = 1000
     height: int = 250
-    left: int = 58
+    left: int = 64
     right: int = 24  # room for the last day's label, centred under the last bar
     top: int = 26
     bottom: int = 30

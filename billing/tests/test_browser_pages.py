@@ -63,6 +63,12 @@ def test_the_usage_page_in_a_browser(live_server, page, artifacts_dir: Path, his
     expect(page.locator("#panel-tokens")).to_be_visible()
     page.screenshot(path=artifacts_dir / "usage-filtered.png", full_page=True)
 
+    # On a phone the tables and the chart scroll sideways inside their cards, not the page.
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{live_server.url}/usage/")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.screenshot(path=artifacts_dir / "usage-mobile.png", full_page=True)
+
 
 def test_the_usage_page_without_usage_in_a_browser(live_server, page, artifacts_dir: Path, owner: User) -> None:
     from playwright.sync_api import expect
