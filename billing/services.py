@@ -160,3 +160,26 @@ def usage_settle(*, hold_id: int, outcome: UsageOutcome) -> UsageRecord | None:
                 usage=record,
             )
     return record
+
+
+def credit_holds_release_stale(*, older_than: dt.timedelta) -> int:
+    """Release holds left by requests whose worker died before settling; returns how many.
+
+    A request settles its own hold when it ends, however it ends, so a hold older
+    than the longest request the deployment allows belongs to a process that
+    crashed or was killed. Its credit is released without a charge (what the dead
+    request delivered is unknown). Run `manage.py release_stale_holds` from cron.
+    """
+    from django.utils import timezone
+
+    released = 0
+    cutoff = timezone.now() - older_than
+    for hold_id in CreditHold.objects.filter(created_at__lt=cutoff).values_list("pk", flat=True):
+        with transaction.atomic():
+            hold = CreditHold.objects.select_for_update().filter(pk=hold_id).first()
+            if hold is None:  # settled meanwhile
+                continue
+            CreditAccount.objects.filter(user_id=hold.user_id).update(held_micros=F("held_micros") - hold.amount_micros)
+            hold.delete()
+            released += 1
+    return released

@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from billing.services import credit_holds_release_stale
+
+
+class Command(BaseCommand):
+    help = "Release credit held by requests whose worker died before settling (run from cron)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--older-than-minutes",
+            type=int,
+            default=60,
+            help="Only holds older than this (default 60: longer than any request the gateway serves).",
+        )
+
+    def handle(self, *args: Any, older_than_minutes: int, **options: Any) -> None:
+        released = credit_holds_release_stale(older_than=dt.timedelta(minutes=older_than_minutes))
+        self.stdout.write(f"Released {released} stale hold{'s' if released != 1 else ''}.")
