@@ -83,6 +83,9 @@ class CreditHold(models.Model):
     class Meta:
         indexes = [models.Index(fields=["created_at"], name="credithold_created_idx")]
 
+    def __str__(self) -> str:
+        return f"{self.request_id} ({self.amount_micros} µUSD held)"
+
 
 class UsageRecord(models.Model):
     """One row per /v1 request that was admitted and forwarded (or answered by the dev model)."""

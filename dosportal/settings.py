@@ -91,6 +91,7 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
             "min_size": 0,
             "max_size": pool_size,
             "timeout": envfloat("DATABASE_POOL_TIMEOUT", 10.0, minimum=0.1),
+            "max_idle": envfloat("DATABASE_POOL_MAX_IDLE", 300.0, minimum=1.0),
         }
 
 AUTH_USER_MODEL = "accounts.User"
@@ -203,6 +204,8 @@ DOS_AI_DEFAULT_MAX_TOKENS = envint("DOS_AI_DEFAULT_MAX_TOKENS", 1024, minimum=1)
 DOS_AI_RATE_WINDOW_SECONDS = envfloat("DOS_AI_RATE_WINDOW_SECONDS", 60.0, minimum=0.1)
 DOS_AI_PUBLIC_API_URL = envstr("DOS_AI_PUBLIC_API_URL").rstrip("/")
 DOS_AI_SIGNUP_CREDIT_USD = envdecimal("DOS_AI_SIGNUP_CREDIT_USD", "5.00")
+# Where the billing page tells people to ask for credit (there is no payment processor).
+DOS_AI_BILLING_CONTACT = envstr("DOS_AI_BILLING_CONTACT")
 # Django reads request bodies up to this size before refusing; /v1 applies its own
 # (smaller, configurable) limit and answers 413 in the API's error shape.
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(DOS_AI_MAX_REQUEST_BYTES, 2_621_440)

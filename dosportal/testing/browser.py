@@ -19,7 +19,9 @@ CHROMIUM_ARGS = [
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an event loop running in the
+# main thread while it is open, which would break the async tests of other modules.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
     # Playwright's sync API keeps an event loop running in this thread; the test's own

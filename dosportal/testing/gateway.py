@@ -54,7 +54,7 @@ class Gateway:
         command = [sys.executable, "-m", "uvicorn", "dosportal.asgi:application", "--host", "127.0.0.1",
                    "--port", str(self.port), "--no-access-log", "--workers", str(workers)]  # fmt: skip
         self.process = subprocess.Popen(command, env=env, cwd=BASE_DIR, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"uvicorn exited: {self.log_path.read_text()[-2000:]}")
@@ -63,7 +63,7 @@ class Gateway:
                     return
             except httpx.HTTPError:
                 time.sleep(0.1)
-        raise RuntimeError("uvicorn did not start in 30 s")
+        raise RuntimeError(f"uvicorn did not start in 60 s: {self.log_path.read_text()[-2000:]}")
 
     def logs(self) -> str:
         self.log.flush()
@@ -97,6 +97,9 @@ def gateway_factory(
                 "DOS_AI_UPSTREAM_TIMEOUT": "10",
                 "DOS_AI_DEV_MODEL_DELAY": "0",
                 "LOG_LEVEL": "WARNING",
+                # Many gateways run during a session: keep each one's idle connections few and short-lived.
+                "DATABASE_POOL_MAX_SIZE": "8",
+                "DATABASE_POOL_MAX_IDLE": "2",
                 **overrides,
             }
             started[signature] = Gateway({k: v for k, v in env.items() if v is not None}, workers=workers)
