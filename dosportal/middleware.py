@@ -4,7 +4,7 @@ from collections.abc import Awaitable, Callable
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
-from django.http import HttpRequest, HttpResponseBase
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from whitenoise.middleware import WhiteNoiseMiddleware
 
 
@@ -41,10 +41,15 @@ class AsyncWhiteNoiseMiddleware(WhiteNoiseMiddleware):
         return await self.get_response(request)
 
     def _serve_static(self, request: HttpRequest) -> HttpResponseBase | None:
-        if self.autorefresh:
-            static_file = self.find_file(request.path_info)
-        else:
-            static_file = self.files.get(request.path_info)
+        static_file = self.find_file(request.path_info) if self.autorefresh else self.files.get(request.path_info)
         if static_file is None:
             return None
-        return self.serve(static_file, request)
+        file_response = self.serve(static_file, request)
+        # Read the (small, static) file here, in this worker thread, so the ASGI handler
+        # gets plain bytes instead of iterating a sync file object through a thread hop
+        # per chunk (which Django also warns about).
+        response = HttpResponse(b"".join(file_response.streaming_content), status=file_response.status_code)
+        file_response.close()
+        for header, value in file_response.items():
+            response[header] = value
+        return response
