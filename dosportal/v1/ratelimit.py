@@ -34,6 +34,7 @@ import math
 import threading
 import time
 import uuid
+import weakref
 from collections import deque
 from dataclasses import dataclass
 
@@ -171,10 +172,25 @@ return removed
 """
 
 
+REDIS_POOL_SIZE = 32  # connections per process (per event loop)
+REDIS_POOL_WAIT = 2.0  # seconds a call may wait for one before failing open
+
+
 class RedisLimiter:
     def __init__(self, url: str, window_seconds: float):
         self.window_ms = int(window_seconds * 1000)
-        self.redis = aioredis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        # A bounded pool that makes a burst wait for a free connection: redis-py's default pool
+        # raises MaxConnectionsError past 100 connections in use, which would fail open (admit
+        # without limits) exactly when a burst needs limiting, and a burst of new connections
+        # is what times out first on a busy host. One script call holds a connection ~1 ms.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=REDIS_POOL_SIZE,
+            timeout=REDIS_POOL_WAIT,
+            socket_timeout=0.5,
+            socket_connect_timeout=0.5,
+        )
+        self.redis = aioredis.Redis.from_pool(pool)
         self.admit_script = self.redis.register_script(_ADMIT_SCRIPT)
         self.release_script = self.redis.register_script(_RELEASE_SCRIPT)
 
@@ -265,7 +281,7 @@ class MemoryLimiter:
                         break
 
 
-_limiters: dict[int, RedisLimiter | MemoryLimiter] = {}
+_limiters: dict[int, tuple[weakref.ref[asyncio.AbstractEventLoop], RedisLimiter]] = {}
 _memory_limiter: MemoryLimiter | None = None
 
 
@@ -276,10 +292,19 @@ def get_limiter() -> RedisLimiter | MemoryLimiter:
         if _memory_limiter is None:
             _memory_limiter = MemoryLimiter(settings.DOS_AI_RATE_WINDOW_SECONDS)
         return _memory_limiter
-    loop_id = id(asyncio.get_running_loop())
-    limiter = _limiters.get(loop_id)
-    if limiter is None:
-        limiter = _limiters[loop_id] = RedisLimiter(settings.REDIS_URL, settings.DOS_AI_RATE_WINDOW_SECONDS)
+    loop = asyncio.get_running_loop()
+    found = _limiters.get(id(loop))
+    if found is not None and found[0]() is loop:
+        return found[1]
+    # A new loop. Forget the limiters of loops that are closed (asgiref runs each async view
+    # of a WSGI server, e.g. runserver, in a loop of its own): kept, each would hold a Redis
+    # connection for good, and a dead loop's id may be reused by a new one.
+    for loop_id, (ref, _) in list(_limiters.items()):
+        old = ref()
+        if old is None or old.is_closed():
+            del _limiters[loop_id]
+    limiter = RedisLimiter(settings.REDIS_URL, settings.DOS_AI_RATE_WINDOW_SECONDS)
+    _limiters[id(loop)] = (weakref.ref(loop), limiter)
     return limiter
 
 
