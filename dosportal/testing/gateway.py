@@ -8,7 +8,10 @@ need committed rows: request `transactional_db`.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +29,12 @@ from billing.models import ServedModel
 from billing.seed import SEED, ensure
 
 BASE_DIR = Path(__file__).resolve().parents[2]
+
+
+def _die_with_parent() -> None:
+    """Linux: the server gets SIGTERM if pytest dies without tearing down (killed, Ctrl-C twice)."""
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
@@ -53,7 +62,9 @@ class Gateway:
         self.log = self.log_path.open("w")
         command = [sys.executable, "-m", "uvicorn", "dosportal.asgi:application", "--host", "127.0.0.1",
                    "--port", str(self.port), "--no-access-log", "--workers", str(workers)]  # fmt: skip
-        self.process = subprocess.Popen(command, env=env, cwd=BASE_DIR, stdout=self.log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            command, env=env, cwd=BASE_DIR, stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

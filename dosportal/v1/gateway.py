@@ -91,6 +91,14 @@ async def admit(request: HttpRequest, api_key: ApiKey, *, token_cost: int) -> ra
             f"Request too large for tokens per minute (TPM): limit {decision.limit_tokens}, "
             f"requested {token_cost}. Send a shorter prompt or a smaller max_tokens."
         )
+        # Waiting cannot help this request; tell the OpenAI SDKs not to retry it.
+        raise ApiError(
+            429,
+            message,
+            "rate_limit_error",
+            "rate_limit_exceeded",
+            headers={"Retry-After": str(wait), "x-should-retry": "false"},
+        )
     raise ApiError(429, message, "rate_limit_error", "rate_limit_exceeded", headers={"Retry-After": str(wait)})
 
 
@@ -191,6 +199,7 @@ async def proxy(
     )
     if hold_id is None:
         await ratelimit.release(api_key.pk, decision)  # a refused request consumes nothing
+        request.rate_limit = None  # the response's headers then show the window without this request
         raise errors.insufficient_balance()
 
     call = Call(request.request_id, endpoint, api_key, model, parsed, hold_id)
