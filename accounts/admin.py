@@ -30,10 +30,13 @@ class UserAdmin(BaseUserAdmin):
     readonly_fields = ["date_joined", "last_login"]
     fieldsets = (
         (None, {"fields": ("email", "password")}),
-        ("Plan and limits", {
-            "fields": ("plan", "requests_per_minute_override", "tokens_per_minute_override"),
-            "description": "Overrides win over the plan's limits for this account (leave blank to use the plan).",
-        }),
+        (
+            "Plan and limits",
+            {
+                "fields": ("plan", "requests_per_minute_override", "tokens_per_minute_override"),
+                "description": "Overrides win over the plan's limits for this account (leave blank to use the plan).",
+            },
+        ),
         ("Permissions", {"fields": ("is_active", "is_staff", "is_superuser", "groups", "user_permissions")}),
         ("Dates", {"fields": ("last_login", "date_joined")}),
     )
