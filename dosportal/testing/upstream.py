@@ -26,6 +26,7 @@ COMPLETION_TOKENS = len(REPLY_WORDS)
 class FakeUpstream(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 1024  # hundreds of concurrent streams connect at once in the concurrency test
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)

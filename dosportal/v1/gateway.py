@@ -21,7 +21,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.utils import timezone
 
@@ -31,6 +30,7 @@ from billing.models import ServedModel
 from billing.money import cost_micros
 from billing.services import UsageOutcome, credit_reserve, usage_settle
 from dosportal.v1 import errors, ratelimit
+from dosportal.v1.db import db_step
 from dosportal.v1.errors import ApiError
 from dosportal.v1.tokens import estimate_text_tokens
 from dosportal.v1.upstream import UpstreamStream, UpstreamStreamError, get_upstream
@@ -53,7 +53,7 @@ def bearer_token(request: HttpRequest) -> str:
 
 
 async def authenticate(request: HttpRequest) -> ApiKey:
-    api_key = await sync_to_async(api_key_authenticate)(bearer_token(request))
+    api_key = await db_step(api_key_authenticate, bearer_token(request))
     if api_key is None:
         raise errors.invalid_api_key()
     request.api_key = api_key  # type: ignore[attr-defined]
@@ -146,7 +146,7 @@ class Call:
 
     async def settle(self, status: int, prompt_tokens: int = 0, completion_tokens: int = 0, *, charge: bool) -> None:
         """Charge (or only release the hold) exactly once; survives the caller being cancelled."""
-        task = asyncio.ensure_future(sync_to_async(self._settle_sync)(status, prompt_tokens, completion_tokens, charge))
+        task = asyncio.ensure_future(db_step(self._settle_sync, status, prompt_tokens, completion_tokens, charge))
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -181,7 +181,7 @@ async def proxy(
 ) -> HttpResponse:
     api_key = await authenticate(request)
     parsed = parse(read_json_body(request))
-    model = await ServedModel.objects.filter(name=parsed.model, is_active=True).afirst()
+    model = await db_step(_active_model, parsed.model)
     if model is None:
         raise errors.not_found(f"The model '{parsed.model}' does not exist.", "model_not_found")
     if model.kind != kind:
@@ -194,8 +194,8 @@ async def proxy(
         input_price_per_million=model.input_price_micros_per_million,
         output_price_per_million=model.output_price_micros_per_million,
     )
-    hold_id = await sync_to_async(credit_reserve)(
-        user_id=api_key.owner_id, amount_micros=worst_case, request_id=request.request_id
+    hold_id = await db_step(
+        credit_reserve, user_id=api_key.owner_id, amount_micros=worst_case, request_id=request.request_id
     )
     if hold_id is None:
         await ratelimit.release(api_key.pk, decision)  # a refused request consumes nothing
@@ -302,9 +302,13 @@ async def _finish(
     await call.settle(status, *usage, charge=charge)
 
 
+def _active_model(name: str) -> ServedModel | None:
+    return ServedModel.objects.filter(name=name, is_active=True).first()
+
+
 async def list_models() -> list[ServedModel]:
-    return [model async for model in ServedModel.objects.filter(is_active=True).order_by("name")]
+    return await db_step(lambda: list(ServedModel.objects.filter(is_active=True).order_by("name")))
 
 
 async def get_model(name: str) -> ServedModel | None:
-    return await ServedModel.objects.filter(name=name, is_active=True).afirst()
+    return await db_step(_active_model, name)
