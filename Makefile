@@ -43,6 +43,7 @@ format: $(VENV)/.dev-installed
 ## Benchmarks: ratios against a baseline measured in the same run.
 bench: $(VENV)/.dev-installed
 	$(PY) bench/middleware.py
+	$(PY) -W ignore bench/asgi_inprocess.py
 	$(PY) bench/ratelimit.py
 
 clean:
