@@ -12,6 +12,7 @@ once the response is complete, in one transaction.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -144,6 +145,22 @@ class Call:
         if charge:
             api_key_mark_used(api_key=self.api_key)
 
+    @contextlib.asynccontextmanager
+    async def released_on_failure(self) -> AsyncIterator[None]:
+        """Before any answer reaches the client: a failure records the call and releases its hold."""
+        try:
+            yield
+        except ApiError as error:
+            await self.settle(error.status, charge=False)
+            raise
+        except asyncio.CancelledError:
+            # The client left before any answer: nothing was delivered, nothing is charged.
+            await self.settle(CLIENT_CLOSED, charge=False)
+            raise
+        except Exception:
+            await self.settle(500, charge=False)
+            raise
+
     async def settle(self, status: int, prompt_tokens: int = 0, completion_tokens: int = 0, *, charge: bool) -> None:
         """Charge (or only release the hold) exactly once; survives the caller being cancelled."""
         task = asyncio.ensure_future(db_step(self._settle_sync, status, prompt_tokens, completion_tokens, charge))
@@ -208,14 +225,8 @@ async def proxy(
     if not parsed.stream:
         return await _complete(call, upstream, upstream_body)
     upstream_body["stream_options"] = {**(parsed.body.get("stream_options") or {}), "include_usage": True}
-    try:
+    async with call.released_on_failure():
         stream = await upstream.open_stream(endpoint, upstream_body)
-    except ApiError as error:
-        await call.settle(error.status, charge=False)
-        raise
-    except asyncio.CancelledError:
-        await call.settle(CLIENT_CLOSED, charge=False)
-        raise
     response = StreamingHttpResponse(_relay(call, stream), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # tell nginx-style proxies not to buffer the stream
@@ -223,18 +234,8 @@ async def proxy(
 
 
 async def _complete(call: Call, upstream: Any, upstream_body: dict[str, Any]) -> HttpResponse:
-    try:
+    async with call.released_on_failure():
         payload = await upstream.request(call.endpoint, upstream_body)
-    except ApiError as error:
-        await call.settle(error.status, charge=False)
-        raise
-    except asyncio.CancelledError:
-        # The client left before any answer: nothing was delivered, nothing is charged.
-        await call.settle(CLIENT_CLOSED, charge=False)
-        raise
-    except Exception:
-        await call.settle(500, charge=False)
-        raise
     counted = _usage_numbers(payload.get("usage"))
     if counted is None:
         counted = (call.parsed.prompt_tokens, estimate_text_tokens(_completion_text(payload)))

@@ -7,9 +7,10 @@ an `ApiError` before a response starts, and `UpstreamStreamError` inside one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, Protocol
 
 import httpx
@@ -101,6 +102,18 @@ class HttpStream:
         await self.response.aclose()
 
 
+@contextlib.contextmanager
+def _connection_errors() -> Iterator[None]:
+    """Until the response starts: timeouts are 504, anything else on the wire 502."""
+    try:
+        yield
+    except httpx.TimeoutException as error:
+        raise errors.upstream_timeout() from error
+    except httpx.HTTPError as error:
+        logger.warning("upstream unreachable: %r", error)
+        raise errors.upstream_unavailable() from error
+
+
 class HttpUpstream:
     def __init__(
         self,
@@ -121,13 +134,8 @@ class HttpUpstream:
         )
 
     async def request(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        try:
+        with _connection_errors():
             response = await self.client.post(path, json=body)
-        except httpx.TimeoutException as error:
-            raise errors.upstream_timeout() from error
-        except httpx.HTTPError as error:
-            logger.warning("upstream unreachable: %r", error)
-            raise errors.upstream_unavailable() from error
         if response.status_code >= 400:
             raise map_upstream_status(response.status_code, response.content)
         try:
@@ -140,13 +148,8 @@ class HttpUpstream:
 
     async def open_stream(self, path: str, body: dict[str, Any]) -> HttpStream:
         request = self.client.build_request("POST", path, json=body, headers={"Accept": "text/event-stream"})
-        try:
+        with _connection_errors():
             response = await self.client.send(request, stream=True)
-        except httpx.TimeoutException as error:
-            raise errors.upstream_timeout() from error
-        except httpx.HTTPError as error:
-            logger.warning("upstream unreachable: %r", error)
-            raise errors.upstream_unavailable() from error
         if response.status_code >= 400:
             try:
                 content = await response.aread()
