@@ -67,16 +67,6 @@ class EmailAuthenticationForm(AuthenticationForm):
         return self.cleaned_data["username"].strip().lower()
 
 
-class AccountPasswordChangeForm(PasswordChangeForm):
-    """The settings page's form: no autofocus (it is not the page's first field), short help."""
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)
-        self.fields["old_password"].widget.attrs.pop("autofocus", None)
-        self.fields["new_password1"].help_text = VALIDATORS_SUMMARY
-        self.fields["new_password2"].help_text = ""
-
-
 class ResetSetPasswordForm(SetPasswordForm):
     """The reset link's form, with the same short help as sign-up."""
 
@@ -84,3 +74,11 @@ class ResetSetPasswordForm(SetPasswordForm):
         super().__init__(*args, **kwargs)
         self.fields["new_password1"].help_text = VALIDATORS_SUMMARY
         self.fields["new_password2"].help_text = ""
+
+
+class AccountPasswordChangeForm(ResetSetPasswordForm, PasswordChangeForm):
+    """The settings page's form: the same help, and no autofocus (it is not the page's first field)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["old_password"].widget.attrs.pop("autofocus", None)

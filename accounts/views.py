@@ -15,9 +15,9 @@ from django.views.decorators.debug import sensitive_post_parameters
 from accounts.forms import AccountPasswordChangeForm, EmailAuthenticationForm, ResetSetPasswordForm, SignupForm
 from accounts.throttle import throttle
 from apikeys.models import ApiKey
-from billing.models import CreditAccount
 from billing.money import format_usd, usd_to_micros
 from billing.plans import PLANS, PlanName
+from billing.selectors import credit_account_for
 
 
 @sensitive_post_parameters("password")
@@ -78,10 +78,9 @@ class PasswordResetCompleteView(auth_views.PasswordResetCompleteView):
 
 @login_required
 def overview(request: HttpRequest) -> HttpResponse:
-    credit = CreditAccount.objects.filter(user=request.user).first()
     context = {
         "plan": request.user.plan_info,
-        "balance": format_usd(credit.balance_micros) if credit else format_usd(0),
+        "balance": format_usd(credit_account_for(user=request.user).balance_micros),
         "active_key_count": ApiKey.objects.filter(owner=request.user).active().count(),
     }
     return render(request, "accounts/overview.html", context)

@@ -7,44 +7,18 @@ that differs by `HX-Request` says so in `Vary`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import wraps
-
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required as django_login_required
-from django.contrib.auth.views import redirect_to_login
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
-from django.utils.cache import add_never_cache_headers, patch_vary_headers
+from django.utils.cache import add_never_cache_headers
 from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_POST, require_safe
-from django_htmx.http import HttpResponseClientRedirect, reswap, retarget, trigger_client_event
-from django_htmx.middleware import HtmxDetails
+from django_htmx.http import reswap, retarget, trigger_client_event
 
-from accounts.models import User
 from apikeys.forms import ApiKeyCreateForm
 from apikeys.models import ApiKey
 from apikeys.services import api_key_create, api_key_revoke
-
-
-class HtmxHttpRequest(HttpRequest):
-    htmx: HtmxDetails
-    user: User
-
-
-def login_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """Django's login_required, except that an htmx request from an expired session
-    sends the whole page to the login form instead of swapping the form into a fragment."""
-    plain = django_login_required(view)
-
-    @wraps(view)
-    def wrapper(request: HtmxHttpRequest, *args: object, **kwargs: object) -> HttpResponse:
-        if request.htmx and not request.user.is_authenticated:
-            back_to = request.htmx.current_url_abs_path or request.get_full_path()
-            return HttpResponseClientRedirect(redirect_to_login(back_to).url)
-        return plain(request, *args, **kwargs)
-
-    return wrapper
+from dosportal.htmx import HtmxHttpRequest, login_required, vary_on_htmx
 
 
 def _get_key_for_user(request: HtmxHttpRequest, key_id: int) -> ApiKey:
@@ -71,11 +45,6 @@ def _render_keys_page(
     return render(request, "apikeys/keys.html", context)
 
 
-def _vary_on_htmx(response: HttpResponse) -> HttpResponse:
-    patch_vary_headers(response, ["HX-Request"])
-    return response
-
-
 @require_safe
 @login_required
 def keys_page(request: HtmxHttpRequest) -> HttpResponse:
@@ -86,7 +55,7 @@ def keys_page(request: HtmxHttpRequest) -> HttpResponse:
         response = render(request, "apikeys/keys.html#keys-table", context)
     else:
         response = _render_keys_page(request, form=ApiKeyCreateForm())
-    return _vary_on_htmx(response)
+    return vary_on_htmx(response)
 
 
 @require_POST
@@ -102,7 +71,7 @@ def key_create(request: HtmxHttpRequest) -> HttpResponse:
             reswap(response, "outerHTML")
         else:
             response = _render_keys_page(request, form=form)
-        return _vary_on_htmx(response)
+        return vary_on_htmx(response)
 
     api_key, raw_key = api_key_create(owner=request.user, name=form.cleaned_data["name"])
     # The raw key goes into this one response and nowhere else: not the session, not a
@@ -115,7 +84,7 @@ def key_create(request: HtmxHttpRequest) -> HttpResponse:
         response = _render_keys_page(request, form=ApiKeyCreateForm(), api_key=api_key, raw_key=raw_key)
     # Neither the browser (nor its back/forward cache) nor a proxy may keep a copy.
     add_never_cache_headers(response)
-    return _vary_on_htmx(response)
+    return vary_on_htmx(response)
 
 
 @require_safe
@@ -124,7 +93,7 @@ def key_delete(request: HtmxHttpRequest, key_id: int) -> HttpResponse:
     """The confirmation: a <dialog> fragment for htmx, a page of its own without JavaScript."""
     api_key = _get_key_for_user(request, key_id)
     template = "apikeys/_delete_dialog.html" if request.htmx else "apikeys/key_delete.html"
-    return _vary_on_htmx(render(request, template, {"api_key": api_key}))
+    return vary_on_htmx(render(request, template, {"api_key": api_key}))
 
 
 @require_POST
@@ -137,5 +106,5 @@ def key_revoke(request: HtmxHttpRequest, key_id: int) -> HttpResponse:
         # The list without the key (or the empty state), and the message, which the form
         # picks out of the response with hx-select-oob into the page's live region.
         context = {"keys": request.user.api_keys.active(), "form": ApiKeyCreateForm()}
-        return _vary_on_htmx(render(request, "apikeys/keys.html#key-revoked", context))
-    return _vary_on_htmx(redirect("keys"))
+        return vary_on_htmx(render(request, "apikeys/keys.html#key-revoked", context))
+    return vary_on_htmx(redirect("keys"))

@@ -59,23 +59,21 @@ class GrantCreditsForm(forms.Form):
         return self.cleaned_data["amount_usd"]
 
 
+def _price_field(direction: str, help_text: str) -> forms.DecimalField:
+    return forms.DecimalField(
+        label=f"{direction} price (USD per 1M tokens)",
+        min_value=0,
+        max_digits=18,
+        decimal_places=6,
+        help_text=help_text,
+    )
+
+
 class ServedModelAdminForm(forms.ModelForm):
     """Prices are stored as integer micro-USD per million tokens; admins type dollars."""
 
-    input_price_usd = forms.DecimalField(
-        label="Input price (USD per 1M tokens)",
-        min_value=0,
-        max_digits=18,
-        decimal_places=6,
-        help_text="e.g. 0.50 — charged per million prompt tokens.",
-    )
-    output_price_usd = forms.DecimalField(
-        label="Output price (USD per 1M tokens)",
-        min_value=0,
-        max_digits=18,
-        decimal_places=6,
-        help_text="e.g. 1.50 — charged per million completion tokens.",
-    )
+    input_price_usd = _price_field("Input", "e.g. 0.50 — charged per million prompt tokens.")
+    output_price_usd = _price_field("Output", "e.g. 1.50 — charged per million completion tokens.")
 
     class Meta:
         model = ServedModel

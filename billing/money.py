@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
 MICROS_PER_USD = 1_000_000
@@ -44,3 +45,16 @@ def cost_micros(
     """Tokens × price, rounded up to the next whole micro-dollar (never a fraction undercharged)."""
     numerator = prompt_tokens * input_price_per_million + completion_tokens * output_price_per_million
     return -(-numerator // TOKENS_PER_PRICE_UNIT)
+
+
+def exact_places(micros: int) -> int:
+    """The fewest decimals (2 to 6) that show `micros` without rounding."""
+    for places in range(2, 6):
+        if micros % (MICROS_PER_USD // 10**places) == 0:
+            return places
+    return 6
+
+
+def common_places(amounts: Iterable[int]) -> int:
+    """The decimals that show every amount of a table exactly, so its column lines up on the point."""
+    return max((exact_places(micros) for micros in amounts), default=2)

@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET
-from django_htmx.middleware import HtmxDetails
 
 from apikeys.models import ApiKey
 from billing import selectors
+from billing.money import common_places
 from billing.plans import PLANS
-from billing.templatetags.billing_tags import common_places
-
-
-class HtmxHttpRequest(HttpRequest):
-    htmx: HtmxDetails
+from dosportal.htmx import HtmxHttpRequest, login_required, vary_on_htmx
 
 
 def _get_key_for_user(request: HttpRequest, key_id: str) -> ApiKey:
@@ -67,9 +61,7 @@ def usage_page(request: HtmxHttpRequest) -> HttpResponse:
         # Tell "never used the API" apart from "quiet for a month".
         context["last_request_at"] = selectors.usage_last_request_at(user=request.user)
     template = "billing/usage.html#usage-body" if request.htmx else "billing/usage.html"
-    response = render(request, template, context)
-    patch_vary_headers(response, ("HX-Request",))
-    return response
+    return vary_on_htmx(render(request, template, context))
 
 
 def _spike_alerts(
@@ -107,6 +99,6 @@ def billing_page(request: HttpRequest) -> HttpResponse:
         ),
         "served_models": selectors.served_models_active(),
         # Optional: who to write to for credit. Not every deployment has a billing inbox.
-        "billing_contact": getattr(settings, "DOS_AI_BILLING_CONTACT", ""),
+        "billing_contact": settings.DOS_AI_BILLING_CONTACT,
     }
     return render(request, "billing/billing.html", context)

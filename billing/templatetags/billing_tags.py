@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django import template
 from django.contrib.humanize.templatetags.humanize import intcomma
 from django.utils.html import format_html
 
-from billing.money import MICROS_PER_USD, format_usd
+from billing.money import exact_places, format_usd
 from billing.selectors import DayUsage
 
 register = template.Library()
@@ -50,19 +50,6 @@ def usd_headline(micros: int | None) -> str:
     if len(text) == cents_end:
         return text
     return format_html('{}<span class="sub-cent">{}</span>', text[:cents_end], text[cents_end:])
-
-
-def exact_places(micros: int) -> int:
-    """The fewest decimals (2 to 6) that show `micros` without rounding."""
-    for places in range(2, 6):
-        if micros % (MICROS_PER_USD // 10**places) == 0:
-            return places
-    return 6
-
-
-def common_places(amounts: Iterable[int]) -> int:
-    """The decimals that show every amount of a table exactly, so its column lines up on the point."""
-    return max((exact_places(micros) for micros in amounts), default=2)
 
 
 @register.filter

@@ -16,7 +16,6 @@ import contextlib
 import datetime as dt
 import json
 import logging
-import math
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from django.utils import timezone
 from apikeys.models import ApiKey
 from apikeys.services import api_key_authenticate, api_key_mark_used
 from billing.models import ServedModel
-from billing.money import cost_micros
+from billing.selectors import served_models_active
 from billing.services import UsageOutcome, credit_reserve, usage_settle
 from dosportal.v1 import errors, ratelimit
 from dosportal.v1.db import db_step
@@ -76,6 +75,7 @@ async def admit(request: HttpRequest, api_key: ApiKey, *, token_cost: int) -> ra
     if decision is None or decision.admitted:
         return decision
     wait = decision.retry_after_seconds
+    headers = {"Retry-After": str(wait)}
     if decision.refused_by == "requests":
         message = (
             f"Rate limit reached for requests per minute (RPM): limit {decision.limit_requests}, "
@@ -92,15 +92,8 @@ async def admit(request: HttpRequest, api_key: ApiKey, *, token_cost: int) -> ra
             f"Request too large for tokens per minute (TPM): limit {decision.limit_tokens}, "
             f"requested {token_cost}. Send a shorter prompt or a smaller max_tokens."
         )
-        # Waiting cannot help this request; tell the OpenAI SDKs not to retry it.
-        raise ApiError(
-            429,
-            message,
-            "rate_limit_error",
-            "rate_limit_exceeded",
-            headers={"Retry-After": str(wait), "x-should-retry": "false"},
-        )
-    raise ApiError(429, message, "rate_limit_error", "rate_limit_exceeded", headers={"Retry-After": str(wait)})
+        headers["x-should-retry"] = "false"  # waiting cannot help: tell the OpenAI SDKs not to retry
+    raise ApiError(429, message, "rate_limit_error", "rate_limit_exceeded", headers=headers)
 
 
 @dataclass
@@ -116,14 +109,6 @@ class Call:
     started: float = field(default_factory=time.monotonic)
     started_at: dt.datetime = field(default_factory=timezone.now)
 
-    def price(self, prompt_tokens: int, completion_tokens: int) -> int:
-        return cost_micros(
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            input_price_per_million=self.model.input_price_micros_per_million,
-            output_price_per_million=self.model.output_price_micros_per_million,
-        )
-
     def _settle_sync(self, status: int, prompt_tokens: int, completion_tokens: int, charge: bool) -> None:
         usage_settle(
             hold_id=self.hold_id,
@@ -135,7 +120,9 @@ class Call:
                 model=self.model.name,
                 prompt_tokens=prompt_tokens,
                 completion_tokens=completion_tokens,
-                cost_micros=self.price(prompt_tokens, completion_tokens) if charge else 0,
+                cost_micros=self.model.price(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+                if charge
+                else 0,
                 status_code=status,
                 streamed=self.parsed.stream,
                 latency_ms=int((time.monotonic() - self.started) * 1000),
@@ -205,12 +192,7 @@ async def proxy(
         raise errors.bad_request(f"The model '{model.name}' does not support /v1/{endpoint}.", "invalid_value")
 
     decision = await admit(request, api_key, token_cost=parsed.prompt_tokens + parsed.completion_tokens)
-    worst_case = cost_micros(
-        prompt_tokens=parsed.prompt_tokens,
-        completion_tokens=parsed.completion_tokens,
-        input_price_per_million=model.input_price_micros_per_million,
-        output_price_per_million=model.output_price_micros_per_million,
-    )
+    worst_case = model.price(prompt_tokens=parsed.prompt_tokens, completion_tokens=parsed.completion_tokens)
     hold_id = await db_step(
         credit_reserve, user_id=api_key.owner_id, amount_micros=worst_case, request_id=request.request_id
     )
@@ -251,7 +233,7 @@ def _sse(payload: Any) -> bytes:
 async def _relay(call: Call, stream: UpstreamStream) -> AsyncIterator[bytes]:
     """Forward each event as it arrives; meter what was delivered, whatever ends the stream."""
     usage: tuple[int, int] | None = None
-    delivered_chars = 0
+    delivered: list[str] = []
     status, charge, settled = 200, True, False
     try:
         async for data in stream.events():
@@ -271,15 +253,15 @@ async def _relay(call: Call, stream: UpstreamStream) -> AsyncIterator[bytes]:
                 chunk.pop("usage", None)
                 if not chunk.get("choices"):
                     continue
-            delivered_chars += len(_completion_text(chunk))
+            delivered.append(_completion_text(chunk))
             yield _sse(chunk)
         # Settle before the final event, so a client that has seen [DONE] sees its charge too.
-        await _finish(call, stream, status, usage, delivered_chars, charge)
+        await _finish(call, stream, status, usage, delivered, charge)
         settled = True
         yield b"data: [DONE]\n\n"
     except UpstreamStreamError as error:
         status, charge = error.api_error.status, False
-        await _finish(call, stream, status, usage, delivered_chars, charge)
+        await _finish(call, stream, status, usage, delivered, charge)
         settled = True
         api_error = error.api_error
         yield _sse({"error": {"message": api_error.message, "type": api_error.type, "code": api_error.code}})
@@ -288,18 +270,18 @@ async def _relay(call: Call, stream: UpstreamStream) -> AsyncIterator[bytes]:
         raise
     finally:
         if not settled:
-            await _finish(call, stream, status, usage, delivered_chars, charge)
+            await _finish(call, stream, status, usage, delivered, charge)
 
 
 async def _finish(
-    call: Call, stream: UpstreamStream, status: int, usage: tuple[int, int] | None, delivered_chars: int, charge: bool
+    call: Call, stream: UpstreamStream, status: int, usage: tuple[int, int] | None, delivered: list[str], charge: bool
 ) -> None:
     try:
         await asyncio.shield(asyncio.ensure_future(stream.aclose()))
     except Exception as error:  # noqa: BLE001 - closing a broken upstream connection may fail
         logger.debug("closing upstream stream: %r", error)
     if usage is None:
-        usage = (call.parsed.prompt_tokens, math.ceil(delivered_chars / 4))
+        usage = (call.parsed.prompt_tokens, estimate_text_tokens("".join(delivered)))
     await call.settle(status, *usage, charge=charge)
 
 
@@ -308,7 +290,7 @@ def _active_model(name: str) -> ServedModel | None:
 
 
 async def list_models() -> list[ServedModel]:
-    return await db_step(lambda: list(ServedModel.objects.filter(is_active=True).order_by("name")))
+    return await db_step(lambda: list(served_models_active()))
 
 
 async def get_model(name: str) -> ServedModel | None:

@@ -28,19 +28,19 @@ the limiter must not take the whole API down.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import threading
 import time
 import uuid
-import weakref
 from collections import deque
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 import redis.exceptions
 from django.conf import settings
+
+from dosportal.v1.loops import PerEventLoop
 
 logger = logging.getLogger(__name__)
 
@@ -281,49 +281,33 @@ class MemoryLimiter:
                         break
 
 
-_limiters: dict[int, tuple[weakref.ref[asyncio.AbstractEventLoop], RedisLimiter]] = {}
+_redis_limiters = PerEventLoop(lambda: RedisLimiter(settings.REDIS_URL, settings.DOS_AI_RATE_WINDOW_SECONDS))
 _memory_limiter: MemoryLimiter | None = None
 
 
 def get_limiter() -> RedisLimiter | MemoryLimiter:
-    """One limiter per event loop (redis.asyncio connections belong to the loop that made them)."""
+    """Redis when configured (one limiter per event loop: see dosportal.v1.loops), else process memory."""
     global _memory_limiter
-    if not settings.REDIS_URL:
-        if _memory_limiter is None:
-            _memory_limiter = MemoryLimiter(settings.DOS_AI_RATE_WINDOW_SECONDS)
-        return _memory_limiter
-    loop = asyncio.get_running_loop()
-    found = _limiters.get(id(loop))
-    if found is not None and found[0]() is loop:
-        return found[1]
-    # A new loop. Forget the limiters of loops that are closed (asgiref runs each async view
-    # of a WSGI server, e.g. runserver, in a loop of its own): kept, each would hold a Redis
-    # connection for good, and a dead loop's id may be reused by a new one.
-    for loop_id, (ref, _) in list(_limiters.items()):
-        old = ref()
-        if old is None or old.is_closed():
-            del _limiters[loop_id]
-    limiter = RedisLimiter(settings.REDIS_URL, settings.DOS_AI_RATE_WINDOW_SECONDS)
-    _limiters[id(loop)] = (weakref.ref(loop), limiter)
-    return limiter
+    if settings.REDIS_URL:
+        return _redis_limiters.get()
+    if _memory_limiter is None:
+        _memory_limiter = MemoryLimiter(settings.DOS_AI_RATE_WINDOW_SECONDS)
+    return _memory_limiter
 
 
-async def admit(key_id: int, *, rpm: int, tpm: int, cost: int) -> Decision | None:
-    """Admit or refuse; None when the limiter's store is unreachable (fail open, logged)."""
+async def admit(key_id: int, *, rpm: int, tpm: int, cost: int, peek: bool = False) -> Decision | None:
+    """Admit or refuse (with `peek`, only read the window); None when the limiter's store is
+    unreachable: fail open, logged."""
     try:
-        return await get_limiter().admit(key_id, rpm=rpm, tpm=tpm, cost=cost)
+        return await get_limiter().admit(key_id, rpm=rpm, tpm=tpm, cost=cost, peek=peek)
     except (redis.exceptions.RedisError, OSError) as error:
         logger.error("rate limiter unavailable, admitting without limits (fail-open): %r", error)
         return None
 
 
 async def peek(key_id: int, *, rpm: int, tpm: int) -> Decision | None:
-    """The current state of a key's window, consuming nothing; None when the store is unreachable."""
-    try:
-        return await get_limiter().admit(key_id, rpm=rpm, tpm=tpm, cost=0, peek=True)
-    except (redis.exceptions.RedisError, OSError) as error:
-        logger.error("rate limiter unavailable (fail-open): %r", error)
-        return None
+    """The current state of a key's window, consuming nothing."""
+    return await admit(key_id, rpm=rpm, tpm=tpm, cost=0, peek=True)
 
 
 async def release(key_id: int, decision: Decision | None) -> None:

@@ -6,7 +6,6 @@ an `ApiError` before a response starts, and `UpstreamStreamError` inside one.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -18,6 +17,7 @@ from django.conf import settings
 
 from dosportal.v1 import errors
 from dosportal.v1.errors import ApiError
+from dosportal.v1.loops import PerEventLoop
 
 logger = logging.getLogger(__name__)
 
@@ -160,28 +160,25 @@ class HttpUpstream:
         return HttpStream(response)
 
 
-_clients: dict[int, Upstream] = {}
+def _http_upstream() -> HttpUpstream:
+    return HttpUpstream(
+        settings.DOS_AI_UPSTREAM_URL,
+        settings.DOS_AI_UPSTREAM_API_KEY,
+        connect_timeout=settings.DOS_AI_UPSTREAM_CONNECT_TIMEOUT,
+        read_timeout=settings.DOS_AI_UPSTREAM_TIMEOUT,
+        max_connections=settings.DOS_AI_UPSTREAM_MAX_CONNECTIONS,
+        max_keepalive=settings.DOS_AI_UPSTREAM_MAX_KEEPALIVE,
+    )
+
+
+_http_upstreams = PerEventLoop(_http_upstream)
 
 
 def get_upstream() -> Upstream:
-    """The process's upstream: the configured server, or the built-in development model.
-
-    One client per event loop: httpx's pool belongs to the loop that created it
-    (uvicorn runs one loop per worker process, so in production this is one client).
-    """
+    """The configured server (one shared client per worker: see dosportal.v1.loops), or the
+    built-in development model."""
     if not settings.DOS_AI_UPSTREAM_URL:
         from dosportal.v1.devmodel import DevelopmentModel
 
         return DevelopmentModel(delay=settings.DOS_AI_DEV_MODEL_DELAY)
-    loop_id = id(asyncio.get_running_loop())
-    client = _clients.get(loop_id)
-    if client is None:
-        client = _clients[loop_id] = HttpUpstream(
-            settings.DOS_AI_UPSTREAM_URL,
-            settings.DOS_AI_UPSTREAM_API_KEY,
-            connect_timeout=settings.DOS_AI_UPSTREAM_CONNECT_TIMEOUT,
-            read_timeout=settings.DOS_AI_UPSTREAM_TIMEOUT,
-            max_connections=settings.DOS_AI_UPSTREAM_MAX_CONNECTIONS,
-            max_keepalive=settings.DOS_AI_UPSTREAM_MAX_KEEPALIVE,
-        )
-    return client
+    return _http_upstreams.get()

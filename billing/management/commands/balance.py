@@ -12,8 +12,9 @@ from django.db.models import Sum
 from django.db.models.functions import Coalesce
 
 from billing.management.commands._lookup import user_by_email
-from billing.models import CreditAccount, CreditHold, LedgerEntry
+from billing.models import CreditAccount, CreditHold
 from billing.money import format_usd
+from billing.selectors import ledger_sum_micros
 
 
 class Command(BaseCommand):
@@ -28,9 +29,7 @@ class Command(BaseCommand):
         # summing gives one consistent picture even while requests are being settled.
         with transaction.atomic():
             account = CreditAccount.objects.select_for_update().filter(user=user).first()
-            ledger_micros = LedgerEntry.objects.filter(user=user).aggregate(total=Coalesce(Sum("amount_micros"), 0))[
-                "total"
-            ]
+            ledger_micros = ledger_sum_micros(user=user)
             holds_micros = CreditHold.objects.filter(user=user).aggregate(total=Coalesce(Sum("amount_micros"), 0))[
                 "total"
             ]

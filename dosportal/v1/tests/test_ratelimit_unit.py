@@ -323,7 +323,7 @@ async def test_an_unreachable_redis_raises_from_the_limiter_and_admit_fails_open
     await unreachable.redis.aclose()
 
     monkeypatch.setattr(settings, "REDIS_URL", "redis://127.0.0.1:1/0")
-    monkeypatch.setattr(ratelimit, "_limiters", {})
+    monkeypatch.setattr(ratelimit._redis_limiters, "instances", {})
     with caplog.at_level(logging.ERROR, logger="dosportal.v1.ratelimit"):
         decision = await ratelimit.admit(1, rpm=3, tpm=100, cost=1)
 
@@ -344,7 +344,7 @@ def test_short_lived_event_loops_do_not_pile_up_limiters_and_connections(monkeyp
     Regression: a limiter (and its Redis connection) was kept for every loop
     ever seen, i.e. one open Redis connection per request, for good.
     """
-    monkeypatch.setattr(ratelimit, "_limiters", {})
+    monkeypatch.setattr(ratelimit._redis_limiters, "instances", {})
     made: list[weakref.ref] = []
 
     async def one_request() -> Decision | None:
@@ -355,7 +355,7 @@ def test_short_lived_event_loops_do_not_pile_up_limiters_and_connections(monkeyp
     gc.collect()
 
     assert [d.remaining_requests for d in decisions] == list(range(99, 79, -1))
-    assert len(ratelimit._limiters) == 1
+    assert len(ratelimit._redis_limiters.instances) == 1
     assert sum(ref() is not None for ref in made) == 1  # the earlier ones (and their pools) are gone
 
 

@@ -1,0 +1,36 @@
+"""One object per running event loop, for clients whose connections belong to a loop.
+
+redis.asyncio and httpx pools are bound to the loop that opened them. Under
+uvicorn a worker has one loop, so this is one object per process; under a WSGI
+server (runserver) asgiref runs each async view in a loop of its own, so objects
+of closed loops are dropped here rather than each keeping connections for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class PerEventLoop(Generic[T]):
+    def __init__(self, factory: Callable[[], T]):
+        self.factory = factory
+        self.instances: dict[int, tuple[weakref.ref[asyncio.AbstractEventLoop], T]] = {}
+
+    def get(self) -> T:
+        loop = asyncio.get_running_loop()
+        found = self.instances.get(id(loop))
+        if found is not None and found[0]() is loop:
+            return found[1]
+        # A new loop (a dead loop's id may be reused): forget the instances of closed loops.
+        for loop_id, (ref, _) in list(self.instances.items()):
+            old = ref()
+            if old is None or old.is_closed():
+                del self.instances[loop_id]
+        instance = self.factory()
+        self.instances[id(loop)] = (weakref.ref(loop), instance)
+        return instance
