@@ -7,6 +7,12 @@ from django.utils import timezone
 from billing.plans import PLANS, Plan, PlanName
 
 
+def effective_limits(plan: str, rpm_override: int | None, tpm_override: int | None) -> tuple[int, int]:
+    """(requests, tokens) per minute: the account's own override where set, else its plan's."""
+    plan_info = PLANS[plan]
+    return rpm_override or plan_info.requests_per_minute, tpm_override or plan_info.tokens_per_minute
+
+
 class UserManager(BaseUserManager["User"]):
     use_in_migrations = True
 
@@ -63,11 +69,11 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     @property
     def requests_per_minute(self) -> int:
-        return self.requests_per_minute_override or self.plan_info.requests_per_minute
+        return effective_limits(self.plan, self.requests_per_minute_override, self.tokens_per_minute_override)[0]
 
     @property
     def tokens_per_minute(self) -> int:
-        return self.tokens_per_minute_override or self.plan_info.tokens_per_minute
+        return effective_limits(self.plan, self.requests_per_minute_override, self.tokens_per_minute_override)[1]
 
     @property
     def has_limit_override(self) -> bool:

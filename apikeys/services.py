@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.core.exceptions import ValidationError
 from django.db.models import Q
@@ -54,12 +54,15 @@ def api_key_authenticate(raw_key: str) -> ApiKey | None:
     )
 
 
-def api_key_mark_used(*, api_key: ApiKey) -> None:
-    """Record use, throttled: a write only when the stored time is a minute old or more."""
+def api_key_mark_used(*, api_key_id: int, last_used_at: datetime | None) -> None:
+    """Record use, throttled: a write only when the stored time is a minute old or more.
+
+    The /v1 path on PostgreSQL does the same inside its reservation statement
+    (billing.hotpath) or, for calls that reserve nothing, in dosportal.v1.store.
+    """
     now = timezone.now()
-    if api_key.last_used_at and now - api_key.last_used_at < LAST_USED_RESOLUTION:
+    if last_used_at and now - last_used_at < LAST_USED_RESOLUTION:
         return
-    ApiKey.objects.filter(pk=api_key.pk).filter(
+    ApiKey.objects.filter(pk=api_key_id).filter(
         Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_RESOLUTION)
     ).update(last_used_at=now)
-    api_key.last_used_at = now

@@ -101,7 +101,9 @@ class CreditHold(models.Model):
 class UsageRecord(models.Model):
     """One row per /v1 request that was admitted and forwarded (or answered by the dev model)."""
 
+    # Ours, unique per call whatever the client sends; the client's own id is kept beside it.
     request_id = models.CharField(max_length=100, unique=True)
+    client_request_id = models.CharField(max_length=100, blank=True, default="")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_records")
     api_key = models.ForeignKey("apikeys.ApiKey", on_delete=models.PROTECT, related_name="usage_records")
     endpoint = models.CharField(max_length=64)

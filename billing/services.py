@@ -14,7 +14,6 @@ locks and conditional UPDATEs, never read-then-write in Python without a lock):
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
@@ -23,6 +22,7 @@ from django.db.models import F
 from accounts.models import User
 from billing.models import CreditAccount, CreditHold, LedgerEntry, UsageRecord
 from billing.money import usd_to_micros
+from billing.settlement import Settlement
 
 
 class CreditError(ValueError):
@@ -102,25 +102,11 @@ def credit_reserve(*, user_id: int, amount_micros: int, request_id: str) -> int 
     return hold.pk
 
 
-@dataclass(frozen=True)
-class UsageOutcome:
-    user_id: int
-    api_key_id: int
-    request_id: str
-    endpoint: str
-    model: str
-    prompt_tokens: int
-    completion_tokens: int
-    cost_micros: int  # what the usage is worth; 0 for a failed upstream call
-    status_code: int
-    streamed: bool
-    latency_ms: int
-    started_at: dt.datetime
+def usage_settle(*, settlement: Settlement) -> UsageRecord | None:
+    """Release the hold, charge the call's cost, write the usage record and its ledger entry.
 
-
-def usage_settle(*, hold_id: int, outcome: UsageOutcome) -> UsageRecord | None:
-    """Release the hold, charge the actual cost, write the usage record and its ledger entry.
-
+    The ORM form of the one-statement settlement in `billing.hotpath` (used on
+    SQLite, by tests and by tools; both are tested against the same cases).
     The charge is capped at the credit this request may use (its own hold plus
     whatever is not held by others): if the upstream used more tokens than
     admission estimated and the account cannot cover it, the balance stops at
@@ -128,37 +114,32 @@ def usage_settle(*, hold_id: int, outcome: UsageOutcome) -> UsageRecord | None:
     Returns None if the hold was already settled (exactly-once).
     """
     with transaction.atomic():
-        hold = CreditHold.objects.select_for_update().filter(pk=hold_id).first()
+        hold = CreditHold.objects.select_for_update().filter(pk=settlement.hold_id).first()
         if hold is None:
             return None
         account = CreditAccount.objects.select_for_update().get(user_id=hold.user_id)
         spendable = account.balance_micros - (account.held_micros - hold.amount_micros)
-        charge = max(0, min(outcome.cost_micros, spendable))
+        charge = max(0, min(settlement.cost_micros, spendable))
         account.held_micros -= hold.amount_micros
         account.save(update_fields=["held_micros", "updated_at"])
         hold.delete()
         record = UsageRecord.objects.create(
-            request_id=outcome.request_id,
-            user_id=outcome.user_id,
-            api_key_id=outcome.api_key_id,
-            endpoint=outcome.endpoint,
-            model=outcome.model,
-            prompt_tokens=outcome.prompt_tokens,
-            completion_tokens=outcome.completion_tokens,
+            request_id=settlement.request_id,
+            client_request_id=settlement.client_request_id,
+            user_id=hold.user_id,
+            api_key_id=settlement.api_key_id,
+            endpoint=settlement.endpoint,
+            model=settlement.model,
+            prompt_tokens=settlement.prompt_tokens,
+            completion_tokens=settlement.completion_tokens,
             cost_micros=charge,
-            status_code=outcome.status_code,
-            streamed=outcome.streamed,
-            latency_ms=outcome.latency_ms,
-            created_at=outcome.started_at,
+            status_code=settlement.status_code,
+            streamed=settlement.streamed,
+            latency_ms=settlement.latency_ms,
+            created_at=settlement.started_at,
         )
         if charge:
-            _apply(
-                account,
-                amount_micros=-charge,
-                kind=LedgerEntry.Kind.USAGE,
-                note=f"{outcome.model} {outcome.endpoint}",
-                usage=record,
-            )
+            _apply(account, amount_micros=-charge, kind=LedgerEntry.Kind.USAGE, note=settlement.note, usage=record)
     return record
 
 

@@ -1,11 +1,158 @@
-"""ASGI entry point, the production one: `gunicorn dosportal.asgi:application -k uvicorn_worker...`."""
+"""ASGI entry point, the production one: `uvicorn dosportal.asgi:application --workers N`.
+
+Requests are routed by path before any middleware runs:
+
+- `/v1` (and anything that looks like it: `/V1/…`, `//v1/…`) goes to a Django handler
+  with no middleware at all and the API's own URLconf, so every answer there is JSON in the
+  API's error shape. A body over `DOS_AI_MAX_REQUEST_BYTES` is refused with 413 as soon
+  as its size is known — from Content-Length, or the running total of a chunked body —
+  without reading the rest.
+- `/healthz` and static files go to a handler with only WhiteNoise in front of it.
+- Everything else (the dashboard, the admin) goes through the full middleware stack:
+  sessions, CSRF, authentication, messages, clickjacking and security headers.
+
+Lifespan: at shutdown each worker gives settlements that still wait for the database one
+more try and closes its database pool (what is still waiting stays in its spool file).
+"""
 
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
 
-from django.core.asgi import get_asgi_application
+import django
+from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.exception import convert_exception_to_response
+from django.utils.module_loading import import_string
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dosportal.settings")
+django.setup(set_prefix=False)
 
-application = get_asgi_application()
+from django.conf import settings  # noqa: E402 - after setup
+from django.core.asgi import get_asgi_application  # noqa: E402
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+API_PATH = re.compile(r"^/+v1(/|$)", re.IGNORECASE)
+
+
+class LeanASGIHandler(ASGIHandler):
+    """Django's ASGI handler with its own (short) middleware list and, optionally, URLconf."""
+
+    def __init__(self, middleware: tuple[str, ...] = (), urlconf: str | None = None):
+        self.middleware = middleware
+        self.urlconf = urlconf
+        super().__init__()
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        self._view_middleware = []
+        self._template_response_middleware = []
+        self._exception_middleware = []
+        get_response = self._get_response_async
+        if self.urlconf is not None:
+            urlconf, inner = self.urlconf, get_response
+
+            async def get_response(request: Any) -> Any:
+                request.urlconf = urlconf
+                return await inner(request)
+
+        handler = convert_exception_to_response(get_response)
+        for path in reversed(self.middleware):
+            handler = convert_exception_to_response(import_string(path)(handler))
+        self._middleware_chain = handler
+
+
+def _too_large_body() -> bytes:
+    from dosportal.v1 import errors
+
+    return errors.request_too_large(settings.DOS_AI_MAX_REQUEST_BYTES).response().content
+
+
+async def _send_too_large(send: Send) -> None:
+    import uuid
+
+    body = _too_large_body()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-request-id", f"req_{uuid.uuid4().hex}".encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class Router:
+    def __init__(self) -> None:
+        self.site = get_asgi_application()
+        self.api = LeanASGIHandler(urlconf="dosportal.v1.root_urls")
+        self.plain = LeanASGIHandler(middleware=("dosportal.middleware.AsyncWhiteNoiseMiddleware",))
+        self.static_prefix = settings.STATIC_URL
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path = scope["path"]
+            if API_PATH.match(path):
+                return await self.serve_api(scope, receive, send)
+            if path == "/healthz" or path.startswith(self.static_prefix):
+                return await self.plain(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            return await self.lifespan(receive, send)
+        return await self.site(scope, receive, send)
+
+    async def serve_api(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limit = settings.DOS_AI_MAX_REQUEST_BYTES
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = 0
+                if declared > limit:
+                    return await _send_too_large(send)
+        received = 0
+        refused = False
+
+        async def bounded_receive() -> Message:
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    # Answer now and tell Django the client left: it stops reading and sends nothing.
+                    refused = True
+                    await _send_too_large(send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        await self.api(scope, bounded_receive, send)
+
+    async def lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                from dosportal.v1 import settler, store
+
+                running = settler.existing_settler()
+                if running is not None:
+                    await running.close()
+                await store.close_store()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+application = Router()

@@ -3,6 +3,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.http import HttpRequest
 
+from dosportal.v1.upstream import is_development_model
+
 
 def public_api_url(request: HttpRequest) -> str:
     """The base URL clients use: DOS_AI_PUBLIC_API_URL, or this site's own origin + /v1."""
@@ -10,4 +12,4 @@ def public_api_url(request: HttpRequest) -> str:
 
 
 def portal(request: HttpRequest) -> dict[str, object]:
-    return {"public_api_url": public_api_url(request), "uses_dev_model": not settings.DOS_AI_UPSTREAM_URL}
+    return {"public_api_url": public_api_url(request), "uses_dev_model": is_development_model()}

@@ -12,6 +12,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from dosportal.clientip import parse_networks
 from dosportal.env import envbool, envdecimal, envfloat, envint, envlist, envstr
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -206,6 +207,21 @@ DOS_AI_PUBLIC_API_URL = envstr("DOS_AI_PUBLIC_API_URL").rstrip("/")
 DOS_AI_SIGNUP_CREDIT_USD = envdecimal("DOS_AI_SIGNUP_CREDIT_USD", "5.00")
 # Where the billing page tells people to ask for credit (there is no payment processor).
 DOS_AI_BILLING_CONTACT = envstr("DOS_AI_BILLING_CONTACT")
+# The /v1 hot path's own async PostgreSQL pool (dosportal.v1.store), beside Django's.
+DOS_AI_DB_POOL_SIZE = envint("DOS_AI_DB_POOL_SIZE", 20, minimum=1)
+DOS_AI_DB_TIMEOUT = envfloat("DOS_AI_DB_TIMEOUT", 10.0, minimum=0.1)  # wait for a free connection
+DOS_AI_DB_CONNECT_TIMEOUT = envfloat("DOS_AI_DB_CONNECT_TIMEOUT", 2.0, minimum=1.0)
+DOS_AI_DB_POOL_MAX_IDLE = envfloat("DATABASE_POOL_MAX_IDLE", 300.0, minimum=1.0)
+# Settlements waiting for the database are kept here on disk (dosportal.v1.settler).
+DOS_AI_SPOOL_DIR = envstr("DOS_AI_SPOOL_DIR", str(BASE_DIR / "var" / "spool"))
+# Proxies whose X-Forwarded-For is believed (addresses or CIDR ranges), and failed
+# authentications allowed per client address and rate window before it gets 429.
+DOS_AI_TRUSTED_PROXIES = envlist("DOS_AI_TRUSTED_PROXIES", [])
+try:
+    parse_networks(DOS_AI_TRUSTED_PROXIES)
+except ValueError as error:
+    raise ImproperlyConfigured(f"DOS_AI_TRUSTED_PROXIES: {error}") from None
+DOS_AI_AUTH_FAILURES_PER_MINUTE = envint("DOS_AI_AUTH_FAILURES_PER_MINUTE", 30, minimum=1)
 # Django reads request bodies up to this size before refusing; /v1 applies its own
 # (smaller, configurable) limit and answers 413 in the API's error shape.
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(DOS_AI_MAX_REQUEST_BYTES, 2_621_440)

@@ -13,7 +13,8 @@ from accounts.models import User
 from accounts.services import account_set_limits, account_set_plan
 from billing.models import CreditAccount, LedgerEntry, ServedModel
 from billing.money import cost_micros
-from billing.services import UsageOutcome, credit_reserve, credits_grant, usage_settle
+from billing.services import credit_reserve, credits_grant
+from dosportal.testing.billing import settle_call
 from billing.tests.conftest import make_key
 from billing.tests.test_usage_page import html_of, row
 
@@ -24,28 +25,8 @@ def ledger_rows(html: str) -> list[str]:
 
 def settle_chat(owner: User, request_id: str, *, prompt_tokens: int, completion_tokens: int) -> None:
     api_key = make_key(owner, f"key for {request_id}")
-    hold_id = credit_reserve(user_id=owner.pk, amount_micros=10_000, request_id=request_id)
-    usage_settle(
-        hold_id=hold_id,
-        outcome=UsageOutcome(
-            user_id=owner.pk,
-            api_key_id=api_key.pk,
-            request_id=request_id,
-            endpoint="chat/completions",
-            model="dos-ai",
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            cost_micros=cost_micros(
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                input_price_per_million=500_000,
-                output_price_per_million=1_500_000,
-            ),
-            status_code=200,
-            streamed=False,
-            latency_ms=90,
-            started_at=dt.datetime.now(dt.UTC),
-        ),
+    settle_call(
+        owner, api_key, request_id=request_id, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
     )
 
 

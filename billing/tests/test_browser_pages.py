@@ -14,7 +14,8 @@ from accounts.models import User
 from accounts.services import account_set_limits, account_set_plan
 from billing.models import LedgerEntry, ServedModel
 from billing.money import cost_micros
-from billing.services import UsageOutcome, credit_reserve, credits_grant, usage_settle
+from billing.services import credit_reserve, credits_grant
+from dosportal.testing.billing import settle_call
 from billing.tests.conftest import History, make_key
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -80,25 +81,7 @@ def test_the_usage_page_without_usage_in_a_browser(live_server, page, artifacts_
 
 
 def settle(owner: User, api_key, request_id: str, *, prompt: int, completion: int, at: dt.datetime) -> None:
-    hold_id = credit_reserve(user_id=owner.pk, amount_micros=100_000, request_id=request_id)
-    price = {"input_price_per_million": 500_000, "output_price_per_million": 1_500_000}
-    usage_settle(
-        hold_id=hold_id,
-        outcome=UsageOutcome(
-            user_id=owner.pk,
-            api_key_id=api_key.pk,
-            request_id=request_id,
-            endpoint="chat/completions",
-            model="dos-ai",
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            cost_micros=cost_micros(prompt_tokens=prompt, completion_tokens=completion, **price),
-            status_code=200,
-            streamed=False,
-            latency_ms=240,
-            started_at=at,
-        ),
-    )
+    settle_call(owner, api_key, request_id=request_id, prompt_tokens=prompt, completion_tokens=completion, at=at)
 
 
 def test_the_billing_page_in_a_browser(live_server, page, artifacts_dir: Path, owner: User) -> None:

@@ -17,7 +17,8 @@ from django.db.models import Sum
 from accounts.models import User
 from apikeys.models import ApiKey
 from billing.models import CreditAccount, CreditHold, LedgerEntry, UsageRecord
-from billing.services import CreditError, UsageOutcome, credit_reserve, credits_grant, usage_settle
+from billing.services import CreditError, credit_reserve, credits_grant, usage_settle
+from billing.settlement import Settlement
 from billing.tests.conftest import make_key
 
 
@@ -46,16 +47,21 @@ def assert_consistent(user: User) -> None:
         assert balance_after >= 0
 
 
-def outcome(user: User, api_key: ApiKey, request_id: str, *, cost: int, status: int = 200) -> UsageOutcome:
-    return UsageOutcome(
+def outcome(user: User, api_key: ApiKey, request_id: str, *, hold_id: int, cost: int, status: int = 200) -> Settlement:
+    """A call of 100 + 50 tokens worth exactly `cost` micro-USD (its input priced to make it so)."""
+    return Settlement(
+        hold_id=hold_id,
         user_id=user.pk,
         api_key_id=api_key.pk,
         request_id=request_id,
+        client_request_id="",
         endpoint="chat/completions",
         model="dos-ai",
+        input_price_micros_per_million=cost * 10_000,
+        output_price_micros_per_million=0,
         prompt_tokens=100 if status == 200 else 0,
         completion_tokens=50 if status == 200 else 0,
-        cost_micros=cost,
+        charge=status == 200,
         status_code=status,
         streamed=False,
         latency_ms=42,
@@ -123,7 +129,7 @@ def test_settling_charges_the_actual_cost_and_releases_the_hold(owner: User) -> 
     api_key = make_key(owner, "k")
     hold_id = credit_reserve(user_id=owner.pk, amount_micros=10_000, request_id="req_1")
 
-    record = usage_settle(hold_id=hold_id, outcome=outcome(owner, api_key, "req_1", cost=1_468))
+    record = usage_settle(settlement=outcome(owner, api_key, "req_1", hold_id=hold_id, cost=1_468))
 
     assert (record.cost_micros, record.status_code, record.total_tokens) == (1_468, 200, 150)
     assert record.ledger_entry.amount_micros == -1_468
@@ -137,8 +143,8 @@ def test_a_request_is_settled_exactly_once(owner: User) -> None:
     api_key = make_key(owner, "k")
     hold_id = credit_reserve(user_id=owner.pk, amount_micros=10_000, request_id="req_1")
 
-    assert usage_settle(hold_id=hold_id, outcome=outcome(owner, api_key, "req_1", cost=5_000)) is not None
-    assert usage_settle(hold_id=hold_id, outcome=outcome(owner, api_key, "req_1", cost=5_000)) is None
+    assert usage_settle(settlement=outcome(owner, api_key, "req_1", hold_id=hold_id, cost=5_000)) is not None
+    assert usage_settle(settlement=outcome(owner, api_key, "req_1", hold_id=hold_id, cost=5_000)) is None
 
     assert UsageRecord.objects.filter(user=owner).count() == 1
     assert account_of(owner).balance_micros == 4_995_000
@@ -149,7 +155,7 @@ def test_a_failed_upstream_call_is_recorded_but_not_charged(owner: User) -> None
     api_key = make_key(owner, "k")
     hold_id = credit_reserve(user_id=owner.pk, amount_micros=10_000, request_id="req_1")
 
-    record = usage_settle(hold_id=hold_id, outcome=outcome(owner, api_key, "req_1", cost=0, status=502))
+    record = usage_settle(settlement=outcome(owner, api_key, "req_1", hold_id=hold_id, cost=0, status=502))
 
     assert (record.cost_micros, record.status_code) == (0, 502)
     assert not LedgerEntry.objects.filter(usage=record).exists()
@@ -163,7 +169,7 @@ def test_a_charge_above_the_credit_stops_at_zero_and_never_takes_other_holds(own
     other_hold = credit_reserve(user_id=owner.pk, amount_micros=1_000_000, request_id="req_other")
     hold_id = credit_reserve(user_id=owner.pk, amount_micros=1_000, request_id="req_1")
 
-    record = usage_settle(hold_id=hold_id, outcome=outcome(owner, api_key, "req_1", cost=9_000_000))
+    record = usage_settle(settlement=outcome(owner, api_key, "req_1", hold_id=hold_id, cost=9_000_000))
 
     assert record.cost_micros == 4_000_000  # 5.00 balance − 1.00 held by the other request
     account = account_of(owner)
@@ -213,8 +219,9 @@ def test_fifty_concurrent_reservations_against_credit_for_ten_admit_exactly_ten(
     records = run_concurrently(
         10,
         lambda position: usage_settle(
-            hold_id=admitted[position][1],
-            outcome=outcome(owner, api_key, f"req_{admitted[position][0]}", cost=60_000 + position),
+            settlement=outcome(
+                owner, api_key, f"req_{admitted[position][0]}", hold_id=admitted[position][1], cost=60_000 + position
+            ),
         ),
     )
 
@@ -232,7 +239,7 @@ def test_concurrent_settlements_of_one_request_charge_it_once(owner: User) -> No
     hold_id = credit_reserve(user_id=owner.pk, amount_micros=50_000, request_id="req_1")
 
     results = run_concurrently(
-        8, lambda _index: usage_settle(hold_id=hold_id, outcome=outcome(owner, api_key, "req_1", cost=30_000))
+        8, lambda _index: usage_settle(settlement=outcome(owner, api_key, "req_1", hold_id=hold_id, cost=30_000))
     )
 
     assert sum(result is not None for result in results) == 1

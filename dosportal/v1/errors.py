@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.http import JsonResponse
+
+if TYPE_CHECKING:
+    from dosportal.v1.ratelimit import Decision
 
 
 class ApiError(Exception):
@@ -72,3 +77,52 @@ def upstream_timeout() -> ApiError:
 
 def internal_error() -> ApiError:
     return ApiError(500, "The server had an error processing your request.", "server_error", "internal_error")
+
+
+def model_not_found(name: str) -> ApiError:
+    shown = name if len(name) <= 100 and "\x00" not in name else name.replace("\x00", "")[:100] + "…"
+    return ApiError(404, f"The model '{shown}' does not exist.", "invalid_request_error", "model_not_found")
+
+
+def rate_limited(decision: Decision, token_cost: int) -> ApiError:
+    """429 for a refused rate-limit decision: which limit, how much was used, when to retry."""
+    wait = decision.retry_after_seconds
+    headers = {"Retry-After": str(wait)}
+    if decision.refused_by == "requests":
+        message = (
+            f"Rate limit reached for requests per minute (RPM): limit {decision.limit_requests}, "
+            f"used {decision.limit_requests - decision.remaining_requests}, requested 1. Retry after {wait}s."
+        )
+    elif decision.refused_by == "tokens":
+        message = (
+            f"Rate limit reached for tokens per minute (TPM): limit {decision.limit_tokens}, "
+            f"used {decision.limit_tokens - decision.remaining_tokens}, requested {token_cost}. "
+            f"Retry after {wait}s."
+        )
+    else:
+        message = (
+            f"Request too large for tokens per minute (TPM): limit {decision.limit_tokens}, "
+            f"requested {token_cost}. Send a shorter prompt or a smaller max_tokens."
+        )
+        headers["x-should-retry"] = "false"  # waiting cannot help: tell the OpenAI SDKs not to retry
+    return ApiError(429, message, "rate_limit_error", "rate_limit_exceeded", headers=headers)
+
+
+def too_many_failed_keys(retry_after: int) -> ApiError:
+    return ApiError(
+        429,
+        f"Too many requests with an invalid API key from this address. Retry after {retry_after}s.",
+        "rate_limit_error",
+        "rate_limit_exceeded",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+def service_unavailable() -> ApiError:
+    return ApiError(
+        503,
+        "The service is temporarily unavailable. Try again shortly.",
+        "service_unavailable",
+        "service_unavailable",
+        headers={"Retry-After": "1"},
+    )

@@ -1,12 +1,19 @@
 """One /v1 call from admission to settlement.
 
 Order of checks, each answering in the API's error shape:
-method (405) → key (401) → body size (413) → JSON and fields (400) → model (404)
-→ rate limits (429) → credit (402) → upstream (502/504, or its own 4xx).
+method (405) → client address blocked after failed keys (429) → key (401) → body size (413)
+→ JSON and fields (400) → model (404, or 400 for the wrong kind) → rate limits (429)
+→ credit (402) → upstream (502/504, or its own 4xx). A database that cannot be reached is 503.
 
-The request path costs three database round trips (key, model, reservation) and
-one Redis script; settlement (usage record, ledger entry, last-used time) runs
-once the response is complete, in one transaction.
+What one metered call costs (PostgreSQL; see dosportal.v1.store), before the answer starts:
+  PostgreSQL  1 round trip  lookup: key + owner's limits + served model, one SELECT
+  Redis       1 round trip  the sliding window, one EVAL
+  PostgreSQL  1 round trip  reservation (+ last-used time), one statement, one commit
+then the upstream call, and after it one settlement statement (one commit) — for a stream,
+before its final [DONE]. No thread hop on PostgreSQL; no middleware (dosportal.asgi routes
+/v1 past it). A listing (/v1/models) costs the lookup, the window, and at most one
+last-used write a minute. Refused calls write nothing: a 401/400/404/429 stops before any
+write, a 402 gives its rate-limit slot back.
 """
 
 from __future__ import annotations
@@ -16,29 +23,59 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import re
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
-from django.utils import timezone
 
-from apikeys.models import ApiKey
-from apikeys.services import api_key_authenticate, api_key_mark_used
-from billing.models import ServedModel
-from billing.selectors import served_models_active
-from billing.services import UsageOutcome, credit_reserve, usage_settle
+from apikeys.keys import hash_key, is_well_formed
+from billing.settlement import MAX_COST_MICROS, Settlement, believable_tokens
 from dosportal.v1 import errors, ratelimit
-from dosportal.v1.db import db_step
 from dosportal.v1.errors import ApiError
+from dosportal.v1.settler import get_settler
+from dosportal.v1.store import Caller, ModelRow, get_store
 from dosportal.v1.tokens import estimate_text_tokens
 from dosportal.v1.upstream import UpstreamStream, UpstreamStreamError, get_upstream
-from dosportal.v1.validation import ParsedRequest, read_json_body
+from dosportal.v1.validation import ParsedRequest, lookup_name, parse_json_body, read_json_body
 
 logger = logging.getLogger(__name__)
 
 CLIENT_CLOSED = 499  # nginx's code for "client closed the connection", used in usage records
+CLIENT_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,100}$")
+
+
+@dataclass(slots=True)
+class ApiCall:
+    """One /v1 request, built once by the endpoint decorator and carried through the path."""
+
+    request: HttpRequest
+    request_id: str  # ours: unique per call, whatever the client sends
+    client_request_id: str  # the client's own x-request-id / x-client-request-id, when sane
+    client_ip: str
+    caller: Caller | None = None  # set once the key is known
+    limits: ratelimit.Decision | None = None  # the window as this call left it
+    started: float = field(default_factory=time.monotonic)
+    started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+
+    @classmethod
+    def begin(cls, request: HttpRequest) -> ApiCall:
+        given = request.headers.get("x-client-request-id") or request.headers.get("x-request-id") or ""
+        return cls(
+            request=request,
+            request_id=f"req_{uuid.uuid4().hex}",
+            client_request_id=given if CLIENT_REQUEST_ID_RE.fullmatch(given) else "",
+            client_ip=client_address(request),
+        )
+
+
+def client_address(request: HttpRequest) -> str:
+    from dosportal.clientip import client_ip
+
+    return client_ip(request)
 
 
 def bearer_token(request: HttpRequest) -> str:
@@ -52,85 +89,115 @@ def bearer_token(request: HttpRequest) -> str:
     return token.strip()
 
 
-async def authenticate(request: HttpRequest) -> ApiKey:
-    api_key = await db_step(api_key_authenticate, bearer_token(request))
-    if api_key is None:
-        raise errors.invalid_api_key()
-    request.api_key = api_key  # type: ignore[attr-defined]
-    return api_key
+async def _refuse_key(call: ApiCall, error: ApiError) -> ApiError:
+    """A 401, counted against the client address; past its limit the address gets 429."""
+    wait = await ratelimit.auth_failures.failed(call.client_ip)
+    return errors.too_many_failed_keys(wait) if wait is not None else error
 
 
-async def rate_limit_state(api_key: ApiKey) -> ratelimit.Decision | None:
-    """For a response that ended before admission (bad body, unknown model): headers without a charge."""
-    owner = api_key.owner
-    return await ratelimit.peek(api_key.pk, rpm=owner.requests_per_minute, tpm=owner.tokens_per_minute)
+async def authenticate(
+    call: ApiCall, *, model: str | None = None, catalogue: bool = False
+) -> tuple[Caller, ModelRow | None, list[ModelRow]]:
+    """The caller, with the requested model (and the catalogue) from the same round trip."""
+    blocked = ratelimit.auth_failures.retry_after(call.client_ip)
+    if blocked is not None:
+        raise errors.too_many_failed_keys(blocked)
+    try:
+        raw_key = bearer_token(call.request)
+    except ApiError as error:
+        raise await _refuse_key(call, error) from None
+    if not is_well_formed(raw_key):  # a wrong checksum costs no query
+        raise await _refuse_key(call, errors.invalid_api_key())
+    found = await get_store().lookup(hash_key(raw_key), model=model, catalogue=catalogue)
+    if found.caller is None:
+        raise await _refuse_key(call, errors.invalid_api_key())
+    call.caller = found.caller
+    return found.caller, found.model, found.catalogue
 
 
-async def admit(request: HttpRequest, api_key: ApiKey, *, token_cost: int) -> ratelimit.Decision | None:
-    owner = api_key.owner
+async def admit(call: ApiCall, caller: Caller, *, token_cost: int) -> ratelimit.Decision | None:
+    """The rate-limit decision for this call; a refusal raises the documented 429."""
     decision = await ratelimit.admit(
-        api_key.pk, rpm=owner.requests_per_minute, tpm=owner.tokens_per_minute, cost=token_cost
+        caller.key_id, rpm=caller.requests_per_minute, tpm=caller.tokens_per_minute, cost=token_cost
     )
-    request.rate_limit = decision  # type: ignore[attr-defined]
-    if decision is None or decision.admitted:
-        return decision
-    wait = decision.retry_after_seconds
-    headers = {"Retry-After": str(wait)}
-    if decision.refused_by == "requests":
-        message = (
-            f"Rate limit reached for requests per minute (RPM): limit {decision.limit_requests}, "
-            f"used {decision.limit_requests - decision.remaining_requests}, requested 1. Retry after {wait}s."
-        )
-    elif decision.refused_by == "tokens":
-        message = (
-            f"Rate limit reached for tokens per minute (TPM): limit {decision.limit_tokens}, "
-            f"used {decision.limit_tokens - decision.remaining_tokens}, requested {token_cost}. "
-            f"Retry after {wait}s."
-        )
-    else:
-        message = (
-            f"Request too large for tokens per minute (TPM): limit {decision.limit_tokens}, "
-            f"requested {token_cost}. Send a shorter prompt or a smaller max_tokens."
-        )
-        headers["x-should-retry"] = "false"  # waiting cannot help: tell the OpenAI SDKs not to retry
-    raise ApiError(429, message, "rate_limit_error", "rate_limit_exceeded", headers=headers)
+    call.limits = decision
+    if decision is not None and not decision.admitted:
+        raise errors.rate_limited(decision, token_cost)
+    return decision
+
+
+async def rate_limit_headers(call: ApiCall) -> dict[str, str]:
+    """The window's headers for the response; a response that ended before admission peeks."""
+    if call.limits is None and call.caller is not None:
+        caller = call.caller
+        call.limits = await ratelimit.peek(caller.key_id, rpm=caller.requests_per_minute, tpm=caller.tokens_per_minute)
+    return call.limits.headers() if call.limits is not None else {}
+
+
+async def list_models(call: ApiCall) -> list[ModelRow]:
+    caller, _, catalogue = await authenticate(call, catalogue=True)
+    await admit(call, caller, token_cost=0)
+    await get_store().touch(caller)
+    return catalogue
+
+
+async def get_model(call: ApiCall, name: str) -> ModelRow:
+    caller, model, _ = await authenticate(call, model=lookup_name(name))
+    await admit(call, caller, token_cost=0)
+    await get_store().touch(caller)
+    if model is None:
+        raise errors.model_not_found(name)
+    return model
 
 
 @dataclass
-class Call:
+class Metered:
     """An admitted call: who, what, and the credit held for it."""
 
-    request_id: str
+    call: ApiCall
     endpoint: str
-    api_key: ApiKey
-    model: ServedModel
+    caller: Caller
+    model: ModelRow
     parsed: ParsedRequest
     hold_id: int
-    started: float = field(default_factory=time.monotonic)
-    started_at: dt.datetime = field(default_factory=timezone.now)
 
-    def _settle_sync(self, status: int, prompt_tokens: int, completion_tokens: int, charge: bool) -> None:
-        usage_settle(
+    def settlement(self, status: int, prompt_tokens: int, completion_tokens: int, *, charge: bool) -> Settlement:
+        return Settlement(
             hold_id=self.hold_id,
-            outcome=UsageOutcome(
-                user_id=self.api_key.owner_id,
-                api_key_id=self.api_key.pk,
-                request_id=self.request_id,
-                endpoint=self.endpoint,
-                model=self.model.name,
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                cost_micros=self.model.price(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
-                if charge
-                else 0,
-                status_code=status,
-                streamed=self.parsed.stream,
-                latency_ms=int((time.monotonic() - self.started) * 1000),
-                started_at=self.started_at,
-            ),
+            user_id=self.caller.owner_id,
+            api_key_id=self.caller.key_id,
+            request_id=self.call.request_id,
+            client_request_id=self.call.client_request_id,
+            endpoint=self.endpoint,
+            model=self.model.name,
+            input_price_micros_per_million=self.model.input_price_micros_per_million,
+            output_price_micros_per_million=self.model.output_price_micros_per_million,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            charge=charge,
+            status_code=status,
+            streamed=self.parsed.stream,
+            latency_ms=min(2**31 - 1, int((time.monotonic() - self.call.started) * 1000)),
+            started_at=self.call.started_at,
         )
-        if charge:
-            api_key_mark_used(api_key=self.api_key)
+
+    async def settle(self, status: int, prompt_tokens: int = 0, completion_tokens: int = 0, *, charge: bool) -> None:
+        """Charge (or only release the hold) exactly once; survives the caller being cancelled
+        and the database being away (dosportal.v1.settler)."""
+        settlement = self.settlement(status, prompt_tokens, completion_tokens, charge=charge)
+        task = asyncio.ensure_future(get_settler().settle(settlement))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await task
+            raise
+
+    def public_error(self, error: ApiError) -> ApiError:
+        """An upstream's error as the client may see it: the upstream's model name replaced."""
+        upstream_name, public_name = self.model.upstream_name, self.model.name
+        if upstream_name != public_name and upstream_name in error.message:
+            error.message = error.message.replace(upstream_name, public_name)
+        return error
 
     @contextlib.asynccontextmanager
     async def released_on_failure(self) -> AsyncIterator[None]:
@@ -139,7 +206,7 @@ class Call:
             yield
         except ApiError as error:
             await self.settle(error.status, charge=False)
-            raise
+            raise self.public_error(error) from None
         except asyncio.CancelledError:
             # The client left before any answer: nothing was delivered, nothing is charged.
             await self.settle(CLIENT_CLOSED, charge=False)
@@ -148,23 +215,20 @@ class Call:
             await self.settle(500, charge=False)
             raise
 
-    async def settle(self, status: int, prompt_tokens: int = 0, completion_tokens: int = 0, *, charge: bool) -> None:
-        """Charge (or only release the hold) exactly once; survives the caller being cancelled."""
-        task = asyncio.ensure_future(db_step(self._settle_sync, status, prompt_tokens, completion_tokens, charge))
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            await task
-            raise
 
-
-def _usage_numbers(usage: Any) -> tuple[int, int] | None:
+def _usage_numbers(
+    usage: Any, input_field: str = "prompt_tokens", output_field: str = "completion_tokens"
+) -> tuple[int, int] | None:
+    """The upstream's token counts, when it reported believable ones."""
     if not isinstance(usage, dict):
         return None
-    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens", 0) or 0
-    if not isinstance(prompt, int) or not isinstance(completion, int):
+    prompt = believable_tokens(usage.get(input_field))
+    completion = believable_tokens(usage.get(output_field, 0) or 0)
+    if prompt is None or completion is None:
+        if input_field in usage:
+            logger.warning("upstream reported unbelievable usage, estimating instead: %.200r", usage)
         return None
-    return max(0, prompt), max(0, completion)
+    return prompt, completion
 
 
 def _completion_text(payload: dict[str, Any]) -> str:
@@ -180,49 +244,59 @@ def _completion_text(payload: dict[str, Any]) -> str:
     return "".join(texts)
 
 
-async def proxy(
-    request: HttpRequest, *, endpoint: str, kind: str, parse: Callable[[dict], ParsedRequest]
-) -> HttpResponse:
-    api_key = await authenticate(request)
-    parsed = parse(read_json_body(request))
-    model = await db_step(_active_model, parsed.model)
+def _finished(chunk: dict[str, Any]) -> bool:
+    return any(isinstance(choice, dict) and choice.get("finish_reason") for choice in chunk.get("choices") or [])
+
+
+async def proxy(call: ApiCall, *, endpoint: str, kind: str, parse: Callable[[dict], ParsedRequest]) -> HttpResponse:
+    # The body is read and checked first, but its errors are answered after the key's:
+    # a request without a valid key learns nothing about its body.
+    parsed: ParsedRequest | None = None
+    body_error: ApiError | None = None
+    try:
+        parsed = parse(read_json_body(call.request))
+    except ApiError as error:
+        body_error = error
+    caller, model, _ = await authenticate(call, model=lookup_name(parsed.model) if parsed else None)
+    if body_error is not None or parsed is None:
+        raise body_error or errors.internal_error()
     if model is None:
-        raise errors.not_found(f"The model '{parsed.model}' does not exist.", "model_not_found")
+        raise errors.model_not_found(parsed.model)
     if model.kind != kind:
         raise errors.bad_request(f"The model '{model.name}' does not support /v1/{endpoint}.", "invalid_value")
 
-    decision = await admit(request, api_key, token_cost=parsed.prompt_tokens + parsed.completion_tokens)
-    worst_case = model.price(prompt_tokens=parsed.prompt_tokens, completion_tokens=parsed.completion_tokens)
-    hold_id = await db_step(
-        credit_reserve, user_id=api_key.owner_id, amount_micros=worst_case, request_id=request.request_id
+    decision = await admit(call, caller, token_cost=parsed.prompt_tokens + parsed.completion_tokens)
+    worst_case = min(
+        MAX_COST_MICROS, model.price(prompt_tokens=parsed.prompt_tokens, completion_tokens=parsed.completion_tokens)
     )
+    hold_id = await get_store().reserve(caller, amount_micros=worst_case, request_id=call.request_id)
     if hold_id is None:
-        await ratelimit.release(api_key.pk, decision)  # a refused request consumes nothing
-        request.rate_limit = None  # the response's headers then show the window without this request
+        await ratelimit.release(caller.key_id, decision)  # a refused request consumes nothing
+        call.limits = None  # the response's headers then show the window without this request
         raise errors.insufficient_balance()
 
-    call = Call(request.request_id, endpoint, api_key, model, parsed, hold_id)
+    metered = Metered(call, endpoint, caller, model, parsed, hold_id)
     upstream_body = {**parsed.body, "model": model.upstream_name}
     upstream = get_upstream()
     if not parsed.stream:
-        return await _complete(call, upstream, upstream_body)
+        return await _complete(metered, upstream, upstream_body)
     upstream_body["stream_options"] = {**(parsed.body.get("stream_options") or {}), "include_usage": True}
-    async with call.released_on_failure():
+    async with metered.released_on_failure():
         stream = await upstream.open_stream(endpoint, upstream_body)
-    response = StreamingHttpResponse(_relay(call, stream), content_type="text/event-stream")
+    response = StreamingHttpResponse(_relay(metered, stream), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # tell nginx-style proxies not to buffer the stream
     return response
 
 
-async def _complete(call: Call, upstream: Any, upstream_body: dict[str, Any]) -> HttpResponse:
-    async with call.released_on_failure():
-        payload = await upstream.request(call.endpoint, upstream_body)
+async def _complete(metered: Metered, upstream: Any, upstream_body: dict[str, Any]) -> HttpResponse:
+    async with metered.released_on_failure():
+        payload = await upstream.request(metered.endpoint, upstream_body)
     counted = _usage_numbers(payload.get("usage"))
     if counted is None:
-        counted = (call.parsed.prompt_tokens, estimate_text_tokens(_completion_text(payload)))
-    payload["model"] = call.model.name
-    await call.settle(200, *counted, charge=True)
+        counted = (metered.parsed.prompt_tokens, estimate_text_tokens(_completion_text(payload)))
+    payload["model"] = metered.model.name
+    await metered.settle(200, *counted, charge=True)
     return JsonResponse(payload)
 
 
@@ -230,11 +304,21 @@ def _sse(payload: Any) -> bytes:
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
 
-async def _relay(call: Call, stream: UpstreamStream) -> AsyncIterator[bytes]:
-    """Forward each event as it arrives; meter what was delivered, whatever ends the stream."""
+def _error_event(error: ApiError) -> bytes:
+    return _sse({"error": {"message": error.message, "type": error.type, "code": error.code}})
+
+
+async def _relay(metered: Metered, stream: UpstreamStream) -> AsyncIterator[bytes]:
+    """Forward each event as it arrives; meter what was delivered, whatever ends the stream.
+
+    A stream is charged for what reached the client: the upstream's usage when it sent
+    it, otherwise the prompt estimate plus the delivered text. One that ends without a
+    finish reason (cut off, or not SSE at all) ends with an error event, not [DONE].
+    """
     usage: tuple[int, int] | None = None
     delivered: list[str] = []
-    status, charge, settled = 200, True, False
+    finished = False
+    status, settled = 200, False
     try:
         async for data in stream.events():
             try:
@@ -246,52 +330,47 @@ async def _relay(call: Call, stream: UpstreamStream) -> AsyncIterator[bytes]:
             counted = _usage_numbers(chunk.get("usage"))
             if counted is not None:
                 usage = counted
+            finished = finished or _finished(chunk)
             if "model" in chunk:
-                chunk["model"] = call.model.name
-            if not call.parsed.client_wants_usage:
+                chunk["model"] = metered.model.name
+            if not metered.parsed.client_wants_usage:
                 # We asked the upstream for usage; a client that did not gets the stream it asked for.
                 chunk.pop("usage", None)
                 if not chunk.get("choices"):
                     continue
             delivered.append(_completion_text(chunk))
             yield _sse(chunk)
+        if not finished:
+            raise UpstreamStreamError(
+                errors.upstream_unavailable("The inference server ended the stream before it was complete.")
+            )
         # Settle before the final event, so a client that has seen [DONE] sees its charge too.
-        await _finish(call, stream, status, usage, delivered, charge)
+        await _finish(metered, stream, status, usage, delivered)
         settled = True
         yield b"data: [DONE]\n\n"
     except UpstreamStreamError as error:
-        status, charge = error.api_error.status, False
-        await _finish(call, stream, status, usage, delivered, charge)
+        status = error.api_error.status
+        await _finish(metered, stream, status, usage, delivered)
         settled = True
-        api_error = error.api_error
-        yield _sse({"error": {"message": api_error.message, "type": api_error.type, "code": api_error.code}})
+        yield _error_event(metered.public_error(error.api_error))
     except (asyncio.CancelledError, GeneratorExit):
         status = CLIENT_CLOSED
         raise
     finally:
         if not settled:
-            await _finish(call, stream, status, usage, delivered, charge)
+            await _finish(metered, stream, status, usage, delivered)
 
 
 async def _finish(
-    call: Call, stream: UpstreamStream, status: int, usage: tuple[int, int] | None, delivered: list[str], charge: bool
+    metered: Metered, stream: UpstreamStream, status: int, usage: tuple[int, int] | None, delivered: list[str]
 ) -> None:
     try:
         await asyncio.shield(asyncio.ensure_future(stream.aclose()))
     except Exception as error:  # noqa: BLE001 - closing a broken upstream connection may fail
         logger.debug("closing upstream stream: %r", error)
     if usage is None:
-        usage = (call.parsed.prompt_tokens, estimate_text_tokens("".join(delivered)))
-    await call.settle(status, *usage, charge=charge)
+        usage = (metered.parsed.prompt_tokens if delivered else 0, estimate_text_tokens("".join(delivered)))
+    await metered.settle(status, *usage, charge=True)
 
 
-def _active_model(name: str) -> ServedModel | None:
-    return ServedModel.objects.filter(name=name, is_active=True).first()
-
-
-async def list_models() -> list[ServedModel]:
-    return await db_step(lambda: list(served_models_active()))
-
-
-async def get_model(name: str) -> ServedModel | None:
-    return await db_step(_active_model, name)
+__all__ = ["ApiCall", "get_model", "list_models", "parse_json_body", "proxy", "rate_limit_headers"]

@@ -21,6 +21,12 @@ class PerEventLoop(Generic[T]):
         self.factory = factory
         self.instances: dict[int, tuple[weakref.ref[asyncio.AbstractEventLoop], T]] = {}
 
+    def existing(self) -> T | None:
+        """This loop's instance if one was made, without making one."""
+        loop = asyncio.get_running_loop()
+        found = self.instances.get(id(loop))
+        return found[1] if found is not None and found[0]() is loop else None
+
     def get(self) -> T:
         loop = asyncio.get_running_loop()
         found = self.instances.get(id(loop))

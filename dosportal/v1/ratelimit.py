@@ -76,6 +76,8 @@ class Decision:
 def format_duration(ms: int) -> str:
     """OpenAI's style: `120ms`, `1s`, `6.5s`, `6m0s`, `1h2m3s`."""
     ms = max(0, int(ms))
+    if ms == 0:
+        return "0s"
     if ms < 1000:
         return f"{ms}ms"
     seconds = ms / 1000
@@ -151,13 +153,23 @@ if refused_by ~= '' then
 end
 
 redis.call('ZADD', KEYS[1], now, member)
-redis.call('ZADD', KEYS[2], now, member .. ':' .. cost)
-sum = sum + cost
-redis.call('SET', KEYS[3], sum)
 redis.call('PEXPIRE', KEYS[1], window)
-redis.call('PEXPIRE', KEYS[2], window)
-redis.call('PEXPIRE', KEYS[3], window)
-return {1, count + 1, sum, window, window, 0, ''}
+if cost > 0 then
+  -- A call that costs no tokens (/v1/models) leaves the token window as it was.
+  redis.call('ZADD', KEYS[2], now, member .. ':' .. cost)
+  sum = sum + cost
+  redis.call('SET', KEYS[3], sum)
+  redis.call('PEXPIRE', KEYS[2], window)
+  redis.call('PEXPIRE', KEYS[3], window)
+end
+return {1, count + 1, sum, window, reset_of(KEYS[2]), 0, ''}
+"""
+
+# KEYS: the client address's failure counter. ARGV: window_ms. Returns {failures, ms until the count resets}.
+_AUTH_FAILURE_SCRIPT = """
+local failures = redis.call('INCR', KEYS[1])
+if failures == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return {failures, redis.call('PTTL', KEYS[1])}
 """
 
 # KEYS as above. ARGV: member, cost. Undo an admission (only if still in the window).
@@ -172,27 +184,29 @@ return removed
 """
 
 
-REDIS_POOL_SIZE = 32  # connections per process (per event loop)
-REDIS_POOL_WAIT = 2.0  # seconds a call may wait for one before failing open
+REDIS_POOL_SIZE = 64  # connections per process (per event loop)
 
 
 class RedisLimiter:
     def __init__(self, url: str, window_seconds: float):
         self.window_ms = int(window_seconds * 1000)
-        # A bounded pool that makes a burst wait for a free connection: redis-py's default pool
-        # raises MaxConnectionsError past 100 connections in use, which would fail open (admit
-        # without limits) exactly when a burst needs limiting, and a burst of new connections
-        # is what times out first on a busy host. One script call holds a connection ~1 ms.
+        # A bounded pool that makes a burst wait for a free connection, with no time limit on
+        # that wait: fail-open is for Redis being down (a refused or timed-out connection, a
+        # socket time-out), never for our own pool being busy — a burst is exactly when limits
+        # matter. redis-py's default pool raises past 100 connections in use, and a wait with a
+        # time-out raised under 800 concurrent requests; both failed open. One script call
+        # holds a connection about a millisecond.
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
             max_connections=REDIS_POOL_SIZE,
-            timeout=REDIS_POOL_WAIT,
-            socket_timeout=0.5,
-            socket_connect_timeout=0.5,
+            timeout=None,
+            socket_timeout=1.0,
+            socket_connect_timeout=1.0,
         )
         self.redis = aioredis.Redis.from_pool(pool)
         self.admit_script = self.redis.register_script(_ADMIT_SCRIPT)
         self.release_script = self.redis.register_script(_RELEASE_SCRIPT)
+        self.auth_failure_script = self.redis.register_script(_AUTH_FAILURE_SCRIPT)
 
     @staticmethod
     def _keys(key_id: int) -> list[str]:
@@ -222,6 +236,12 @@ class RedisLimiter:
         member, cost = entry.split("|")
         await self.release_script(keys=self._keys(key_id), args=[member, cost])
 
+    async def count_auth_failure(self, client: str) -> tuple[int, int]:
+        failures, reset_ms = await self.auth_failure_script(
+            keys=[f"dosportal:authfail:{client}"], args=[self.window_ms]
+        )
+        return int(failures), int(reset_ms)
+
 
 class MemoryLimiter:
     """The same algorithm for one process (the embedded default)."""
@@ -229,6 +249,7 @@ class MemoryLimiter:
     def __init__(self, window_seconds: float):
         self.window_ms = int(window_seconds * 1000)
         self.windows: dict[int, deque[tuple[int, str, int]]] = {}
+        self.auth_failures: dict[str, tuple[int, int]] = {}
         self.lock = threading.Lock()
 
     async def admit(self, key_id: int, *, rpm: int, tpm: int, cost: int, peek: bool = False) -> Decision:
@@ -240,8 +261,10 @@ class MemoryLimiter:
             count = len(entries)
             token_sum = sum(entry[2] for entry in entries)
             reset = (entries[-1][0] + self.window_ms - now) if entries else 0
+            costly = [entry[0] for entry in entries if entry[2]]
+            token_reset = (costly[-1] + self.window_ms - now) if costly else 0
             if peek:
-                return Decision(True, rpm, tpm, rpm - count, tpm - token_sum, reset, reset)
+                return Decision(True, rpm, tpm, rpm - count, tpm - token_sum, reset, token_reset)
             refused_by, retry = "", 0
             if count + 1 > rpm:
                 refused_by, retry = "requests", entries[count - rpm][0] + self.window_ms - now
@@ -257,7 +280,7 @@ class MemoryLimiter:
                 retry = max(retry, token_retry)
                 refused_by = refused_by or "tokens"
             if refused_by:
-                return Decision(False, rpm, tpm, rpm - count, tpm - token_sum, reset, reset, retry, refused_by)
+                return Decision(False, rpm, tpm, rpm - count, tpm - token_sum, reset, token_reset, retry, refused_by)
             member = uuid.uuid4().hex
             entries.append((now, member, cost))
             return Decision(
@@ -267,9 +290,21 @@ class MemoryLimiter:
                 rpm - count - 1,
                 tpm - token_sum - cost,
                 self.window_ms,
-                self.window_ms,
+                self.window_ms if cost else token_reset,
                 entry=member,
             )
+
+    async def count_auth_failure(self, client: str) -> tuple[int, int]:
+        now = int(time.monotonic() * 1000)
+        with self.lock:
+            started, failures = self.auth_failures.get(client, (now, 0))
+            if now - started >= self.window_ms:
+                started, failures = now, 0
+            self.auth_failures[client] = (started, failures + 1)
+            if len(self.auth_failures) > 100_000:  # bounded: forget the oldest windows
+                for stale in [c for c, (at, _) in self.auth_failures.items() if now - at >= self.window_ms]:
+                    del self.auth_failures[stale]
+            return failures + 1, started + self.window_ms - now
 
     async def release(self, key_id: int, entry: str) -> None:
         with self.lock:
@@ -317,3 +352,46 @@ async def release(key_id: int, decision: Decision | None) -> None:
         await get_limiter().release(key_id, decision.entry)
     except Exception as error:  # noqa: BLE001 - a failed release only errs towards stricter limits
         logger.warning("could not release a rate-limit entry: %r", error)
+
+
+class AuthFailureGuard:
+    """Failed authentications per client address, so wrong keys cannot be tried without limit.
+
+    Each 401 counts against the client address in the limiter's store (Redis: shared by every
+    worker). Past `DOS_AI_AUTH_FAILURES_PER_MINUTE` in one window the address is refused with
+    429 until the window ends — every request from it, since its key cannot be judged without
+    the lookup it is being refused. The block is remembered in process memory, so a refused
+    address costs no Redis or database round trip, and a valid key from another address never
+    pays anything for this guard.
+    """
+
+    def __init__(self) -> None:
+        self.blocked_until: dict[str, float] = {}
+
+    def retry_after(self, client: str) -> int | None:
+        """Seconds until a blocked address may try again; None when it is not blocked."""
+        until = self.blocked_until.get(client)
+        if until is None:
+            return None
+        remaining = until - time.monotonic()
+        if remaining <= 0:
+            del self.blocked_until[client]
+            return None
+        return max(1, math.ceil(remaining))
+
+    async def failed(self, client: str) -> int | None:
+        """Count a failure; the seconds to wait when the address is now over its limit."""
+        try:
+            failures, reset_ms = await get_limiter().count_auth_failure(client)
+        except (redis.exceptions.RedisError, OSError) as error:
+            logger.error("rate limiter unavailable, not counting a failed authentication (fail-open): %r", error)
+            return None
+        if failures <= settings.DOS_AI_AUTH_FAILURES_PER_MINUTE:
+            return None
+        if len(self.blocked_until) > 100_000:
+            self.blocked_until.clear()  # bounded memory; the shared counter still holds the limit
+        self.blocked_until[client] = time.monotonic() + max(reset_ms, 0) / 1000
+        return max(1, math.ceil(reset_ms / 1000))
+
+
+auth_failures = AuthFailureGuard()

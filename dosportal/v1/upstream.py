@@ -174,10 +174,15 @@ def _http_upstream() -> HttpUpstream:
 _http_upstreams = PerEventLoop(_http_upstream)
 
 
+def is_development_model() -> bool:
+    """The one place that decides: no upstream configured means the built-in development model."""
+    return not settings.DOS_AI_UPSTREAM_URL
+
+
 def get_upstream() -> Upstream:
     """The configured server (one shared client per worker: see dosportal.v1.loops), or the
     built-in development model."""
-    if not settings.DOS_AI_UPSTREAM_URL:
+    if is_development_model():
         from dosportal.v1.devmodel import DevelopmentModel
 
         return DevelopmentModel(delay=settings.DOS_AI_DEV_MODEL_DELAY)

@@ -7,6 +7,7 @@ counts); everything else is forwarded untouched for the upstream to judge.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,10 +15,17 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest
 
+from billing.settlement import MAX_TOKENS_PER_CALL
 from dosportal.v1 import errors
-from dosportal.v1.tokens import estimate_chat_prompt_tokens, estimate_input_tokens
+from dosportal.v1.tokens import (
+    estimate_chat_prompt_tokens,
+    estimate_input_tokens,
+    estimate_request_extras,
+    estimate_text_tokens,
+)
 
 MAX_CHOICES = 128
+MODEL_NAME_MAX_LENGTH = 100  # ServedModel.name
 
 
 @dataclass(frozen=True)
@@ -30,29 +38,72 @@ class ParsedRequest:
     completion_tokens: int  # the most the response may contain (max_tokens × n)
 
 
+class _NotJson(ValueError):
+    pass
+
+
+def _reject_constant(name: str) -> Any:
+    raise _NotJson(f"{name} is not a JSON number")
+
+
+# Lone UTF-16 surrogates ("\udc00") are valid JSON escapes but not text: they cannot be
+# encoded to send upstream. Only bodies that contain such an escape are walked for them.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+MAX_DEPTH = 64
+
+
+def _check_values(value: Any) -> None:
+    """No lone surrogates in any string or key; nesting no deeper than MAX_DEPTH."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise errors.bad_request(f"The request body is nested deeper than {MAX_DEPTH} levels.", "invalid_json")
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise errors.bad_request(
+                    "The request body contains an invalid Unicode escape (a lone surrogate).", "invalid_json"
+                ) from None
+        elif isinstance(item, dict):
+            stack.extend((key, depth + 1) for key in item)
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+
+
+def parse_json_body(raw: bytes) -> dict[str, Any]:
+    """The body as a JSON object, or the API's 400. NaN and Infinity are not JSON; neither
+    is a lone surrogate; nesting is bounded (a deeply nested body would exhaust the stack)."""
+    if not raw.strip():
+        raise errors.bad_request("The request body is empty; send a JSON object.", "invalid_json")
+    try:
+        body = json.loads(raw, parse_constant=_reject_constant)
+    except _NotJson as error:
+        raise errors.bad_request(f"The request body is not valid JSON: {error}.", "invalid_json") from None
+    except RecursionError:
+        raise errors.bad_request(
+            f"The request body is nested deeper than {MAX_DEPTH} levels.", "invalid_json"
+        ) from None
+    except (ValueError, UnicodeDecodeError):
+        raise errors.bad_request("The request body is not valid JSON.", "invalid_json") from None
+    if not isinstance(body, dict):
+        raise errors.bad_request("The request body must be a JSON object.", "invalid_json")
+    if _SURROGATE_ESCAPE.search(raw) or raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
+        _check_values(body)
+    return body
+
+
 def read_json_body(request: HttpRequest) -> dict[str, Any]:
     limit = settings.DOS_AI_MAX_REQUEST_BYTES
-    try:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        declared = 0
-    if declared > limit:
-        raise errors.request_too_large(limit)
     try:
         raw = request.body
     except RequestDataTooBig:
         raise errors.request_too_large(limit) from None
     if len(raw) > limit:
         raise errors.request_too_large(limit)
-    if not raw.strip():
-        raise errors.bad_request("The request body is empty; send a JSON object.", "invalid_json")
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise errors.bad_request("The request body is not valid JSON.", "invalid_json") from None
-    if not isinstance(body, dict):
-        raise errors.bad_request("The request body must be a JSON object.", "invalid_json")
-    return body
+    return parse_json_body(raw)
 
 
 def _require(body: dict[str, Any], field: str) -> Any:
@@ -82,6 +133,13 @@ def _model(body: dict[str, Any]) -> str:
     return model
 
 
+def lookup_name(model: str) -> str | None:
+    """A model name worth looking up: no served model has a NUL or more than 100 characters."""
+    if "\x00" in model or len(model) > MODEL_NAME_MAX_LENGTH:
+        return None
+    return model
+
+
 def _stream_flags(body: dict[str, Any]) -> tuple[bool, bool]:
     stream = body.get("stream", False)
     if stream is None:
@@ -94,12 +152,27 @@ def _stream_flags(body: dict[str, Any]) -> tuple[bool, bool]:
     return stream, bool((options or {}).get("include_usage"))
 
 
-def _completion_budget(body: dict[str, Any]) -> int:
-    max_tokens = _optional_int(body, "max_completion_tokens", minimum=1)
-    if max_tokens is None:
-        max_tokens = _optional_int(body, "max_tokens", minimum=1)
-    n = _optional_int(body, "n", minimum=1, maximum=MAX_CHOICES) or 1
-    return (max_tokens or settings.DOS_AI_DEFAULT_MAX_TOKENS) * n
+def _completion_budget(body: dict[str, Any], *fields: str) -> tuple[int, dict[str, Any]]:
+    """The most the upstream may generate, and the body to forward so it cannot generate more.
+
+    Every field an upstream might honour counts: when a request names several
+    (`max_tokens` and `max_completion_tokens`), the largest is admitted — the upstream
+    may obey either. When it names none, the default budget is admitted and written
+    into the forwarded body, so what is forwarded never exceeds what was admitted.
+    """
+    given = [
+        value
+        for field in fields
+        if (value := _optional_int(body, field, minimum=1, maximum=MAX_TOKENS_PER_CALL)) is not None
+    ]
+    choices = max(
+        _optional_int(body, "n", minimum=1, maximum=MAX_CHOICES) or 1,
+        _optional_int(body, "best_of", minimum=1, maximum=MAX_CHOICES) or 1,
+    )
+    if given:
+        return max(given) * choices, body
+    default = settings.DOS_AI_DEFAULT_MAX_TOKENS
+    return default * choices, {**body, fields[-1]: default}
 
 
 def _is_prompt(value: Any) -> bool:
@@ -118,6 +191,21 @@ def _is_prompt(value: Any) -> bool:
     )
 
 
+def _check_content(index: int, content: Any) -> None:
+    if content is None or isinstance(content, str):
+        return
+    if not isinstance(content, list):
+        raise _invalid(f"messages[{index}].content", "a string or an array of content parts")
+    for position, part in enumerate(content):
+        where = f"messages[{index}].content[{position}]"
+        if not isinstance(part, dict):
+            raise _invalid(where, "an object")
+        if not isinstance(part.get("type"), str):
+            raise _invalid(f"{where}.type", "a string")
+        if part["type"] == "text" and not isinstance(part.get("text"), str):
+            raise _invalid(f"{where}.text", "a string")
+
+
 def parse_chat(body: dict[str, Any]) -> ParsedRequest:
     model = _model(body)
     messages = _require(body, "messages")
@@ -130,10 +218,11 @@ def parse_chat(body: dict[str, Any]) -> ParsedRequest:
             if "role" not in message:
                 raise errors.bad_request(f"Missing required parameter: 'messages[{index}].role'.", "missing_field")
             raise _invalid(f"messages[{index}].role", "a string")
+        _check_content(index, message.get("content"))
     stream, wants_usage = _stream_flags(body)
-    return ParsedRequest(
-        body, model, stream, wants_usage, estimate_chat_prompt_tokens(messages), _completion_budget(body)
-    )
+    budget, forwarded = _completion_budget(body, "max_completion_tokens", "max_tokens")
+    prompt = estimate_chat_prompt_tokens(messages) + estimate_request_extras(body)
+    return ParsedRequest(forwarded, model, stream, wants_usage, prompt, budget)
 
 
 def parse_completion(body: dict[str, Any]) -> ParsedRequest:
@@ -141,8 +230,13 @@ def parse_completion(body: dict[str, Any]) -> ParsedRequest:
     prompt = _require(body, "prompt")
     if not _is_prompt(prompt):
         raise _invalid("prompt", "a string, an array of strings, or an array of token ids")
+    suffix = body.get("suffix")
+    if suffix is not None and not isinstance(suffix, str):
+        raise _invalid("suffix", "a string")
     stream, wants_usage = _stream_flags(body)
-    return ParsedRequest(body, model, stream, wants_usage, estimate_input_tokens(prompt), _completion_budget(body))
+    budget, forwarded = _completion_budget(body, "max_completion_tokens", "max_tokens")
+    estimate = estimate_input_tokens(prompt) + estimate_text_tokens(suffix or "")
+    return ParsedRequest(forwarded, model, stream, wants_usage, estimate, budget)
 
 
 def parse_embedding(body: dict[str, Any]) -> ParsedRequest:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import threading
 import time
 
@@ -154,16 +156,19 @@ def test_a_chat_model_is_refused_on_embeddings(gateway, api_key):
     assert raised.value.body["code"] == "invalid_value"
 
 
-def test_request_id_is_kept_from_the_client_or_generated(gateway, api_key):
+def test_the_request_id_is_ours_and_the_clients_own_is_echoed_beside_it(gateway, api_key):
     headers = {"Authorization": f"Bearer {api_key}"}
-    kept = httpx.get(f"{gateway.url}/v1/models", headers={**headers, "x-request-id": "trace-abc.123"})
-    generated = httpx.get(f"{gateway.url}/v1/models", headers=headers)
+    given = httpx.get(f"{gateway.url}/v1/models", headers={**headers, "x-request-id": "trace-abc.123"})
+    again = httpx.get(f"{gateway.url}/v1/models", headers={**headers, "x-request-id": "trace-abc.123"})
+    plain = httpx.get(f"{gateway.url}/v1/models", headers=headers)
     hostile = httpx.get(f"{gateway.url}/v1/models", headers={**headers, "x-request-id": "<script>"})
 
-    assert kept.headers["x-request-id"] == "trace-abc.123"
-    assert generated.headers["x-request-id"].startswith("req_")
-    assert len(generated.headers["x-request-id"]) == 36
-    assert hostile.headers["x-request-id"].startswith("req_")
+    ours = [response.headers["x-request-id"] for response in (given, again, plain, hostile)]
+    assert all(re.fullmatch(r"req_[0-9a-f]{32}", request_id) for request_id in ours)
+    assert len(set(ours)) == 4
+    assert given.headers["x-client-request-id"] == again.headers["x-client-request-id"] == "trace-abc.123"
+    assert "x-client-request-id" not in plain.headers
+    assert "x-client-request-id" not in hostile.headers
 
 
 def test_successful_use_sets_last_used_at_once_a_minute(gateway, api_key, api_user, fake_upstream):

@@ -379,8 +379,8 @@ def test_without_redis_the_limiter_is_one_in_process_memory_limiter(monkeypatch)
 @pytest.mark.parametrize(
     ("ms", "text"),
     [
-        (0, "0ms"),
-        (-5, "0ms"),
+        (0, "0s"),
+        (-5, "0s"),
         (1, "1ms"),
         (120, "120ms"),
         (999, "999ms"),

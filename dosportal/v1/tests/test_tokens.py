@@ -34,10 +34,11 @@ def test_names_multipart_text_and_missing_content_are_counted():
     messages = [
         {"role": "user", "name": "alice", "content": "abcd"},  # name 2, content 1
         {"role": "user", "content": [{"type": "text", "text": "abcdefgh"}, {"type": "image_url", "image_url": {}}]},
-        {"role": "assistant", "content": None, "tool_calls": []},
+        {"role": "assistant", "content": None, "tool_calls": []},  # "[]": 1
     ]
 
-    assert estimate_chat_prompt_tokens(messages) == 3 + (4 + 1 + 2) + (4 + 2) + 4
+    # The image part counts IMAGE_PART_TOKENS (1,500).
+    assert estimate_chat_prompt_tokens(messages) == 3 + (4 + 1 + 2) + (4 + 2 + 1_500) + (4 + 1)
 
 
 @pytest.mark.parametrize(
@@ -64,10 +65,10 @@ def test_chat_cost_is_prompt_plus_max_tokens():
     assert (parsed.prompt_tokens, parsed.completion_tokens) == (9, 50)
 
 
-def test_max_completion_tokens_wins_over_max_tokens_and_n_multiplies():
-    parsed = parse_chat({**CHAT, "max_tokens": 50, "max_completion_tokens": 20, "n": 3})
-
-    assert parsed.completion_tokens == 60
+def test_the_largest_of_max_tokens_and_max_completion_tokens_is_admitted_and_n_multiplies():
+    # The upstream may honour either field, so the budget is the larger of the two.
+    assert parse_chat({**CHAT, "max_tokens": 50, "max_completion_tokens": 20, "n": 3}).completion_tokens == 150
+    assert parse_chat({**CHAT, "max_tokens": 1, "max_completion_tokens": 100_000}).completion_tokens == 100_000
 
 
 def test_without_a_maximum_the_default_is_charged(settings):

@@ -1,0 +1,348 @@
+"""The database work of one /v1 call, and nothing else.
+
+What a metered call costs on PostgreSQL (`PgStore`: psycopg's async pool, autocommit, no ORM,
+no thread hop), each step one awaited round trip and at most one commit:
+
+  1. lookup  — one SELECT: the key by its SHA-256, its owner's limits, and the requested
+               served model with its prices (or the whole catalogue for /v1/models).
+  2. reserve — one statement: hold the worst-case cost, write the hold (billing.hotpath).
+  3. settle  — one statement: release the hold, charge, usage record, ledger entry.
+
+Nothing here is cached: revocation, limits and prices are read fresh on every call, and the
+served-model row comes with the key in the same round trip, so there is no catalogue cache to
+invalidate. On SQLite (the embedded default) `OrmStore` runs the same three steps through the
+ORM services in a worker thread.
+
+A database that cannot be reached raises `StoreUnavailable` (the gateway answers 503 in the
+API's error shape). After a failure the store refuses at once for `BREAKER_SECONDS`, so a
+PostgreSQL outage costs clients a fast 503, not a pool time-out each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import psycopg
+import psycopg_pool
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, close_old_connections
+from psycopg.rows import tuple_row
+
+from accounts.models import User, effective_limits
+from apikeys.models import ApiKey
+from billing import hotpath
+from billing.models import ServedModel
+from billing.money import cost_micros
+from billing.settlement import Settlement
+from dosportal.v1.loops import PerEventLoop
+
+logger = logging.getLogger(__name__)
+
+BREAKER_SECONDS = 1.0
+PROBE_TIMEOUT = 1.0
+# last_used_at is accurate to this interval: at most one write a minute per key.
+LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached (or just could not be): answer 503, write nothing."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRow:
+    id: int
+    name: str
+    upstream_name: str
+    kind: str
+    input_price_micros_per_million: int
+    output_price_micros_per_million: int
+    created_at: dt.datetime
+
+    def price(self, *, prompt_tokens: int, completion_tokens: int) -> int:
+        return cost_micros(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            input_price_per_million=self.input_price_micros_per_million,
+            output_price_per_million=self.output_price_micros_per_million,
+        )
+
+    @classmethod
+    def of(cls, model: ServedModel) -> ModelRow:
+        return cls(
+            model.pk,
+            model.name,
+            model.upstream_name,
+            model.kind,
+            model.input_price_micros_per_million,
+            model.output_price_micros_per_million,
+            model.created_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling: an active key of an active account, and that account's limits."""
+
+    key_id: int
+    key_hint: str
+    owner_id: int
+    requests_per_minute: int
+    tokens_per_minute: int
+    last_used_at: dt.datetime | None
+
+    def last_used_is_stale(self, now: dt.datetime) -> bool:
+        return self.last_used_at is None or now - self.last_used_at >= LAST_USED_RESOLUTION
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    caller: Caller | None  # None: unknown, revoked, or its owner is deactivated
+    model: ModelRow | None  # the requested model, if it exists and is active
+    catalogue: list[ModelRow]  # every active model, only when asked for
+
+
+class Store(Protocol):
+    async def lookup(self, hashed_key: str, *, model: str | None = None, catalogue: bool = False) -> Lookup: ...
+
+    async def reserve(self, caller: Caller, *, amount_micros: int, request_id: str) -> int | None: ...
+
+    async def touch(self, caller: Caller) -> None: ...
+
+    async def settle(self, settlement: Settlement) -> None: ...
+
+
+# --- PostgreSQL: psycopg's async pool ------------------------------------------------------
+
+_MODEL_COLUMNS = (
+    "m.id, m.name, COALESCE(NULLIF(m.upstream_model, ''), m.name), m.kind, "
+    "m.input_price_micros_per_million, m.output_price_micros_per_million, m.created_at"
+)
+_LOOKUP_SQL = f"""
+SELECT k.id, k.hint, k.owner_id, k.last_used_at,
+       u.plan, u.requests_per_minute_override, u.tokens_per_minute_override,
+       {_MODEL_COLUMNS}
+FROM {ApiKey._meta.db_table} k
+JOIN {User._meta.db_table} u ON u.id = k.owner_id AND u.is_active
+LEFT JOIN {ServedModel._meta.db_table} m ON m.name = %(model)s AND m.is_active
+WHERE k.hashed_key = %(hashed_key)s AND k.revoked_at IS NULL
+"""
+_CATALOGUE_SQL = f"""
+SELECT {_MODEL_COLUMNS} FROM {ServedModel._meta.db_table} m WHERE m.is_active ORDER BY m.name
+"""
+_TOUCH_SQL = f"""
+UPDATE {ApiKey._meta.db_table} SET last_used_at = now()
+WHERE id = %(key_id)s AND (last_used_at IS NULL OR last_used_at < now() - interval '60 seconds')
+"""
+
+
+def conninfo_from_settings() -> str:
+    database = settings.DATABASES["default"]
+    params = {
+        "dbname": database.get("NAME") or "",
+        "user": database.get("USER") or "",
+        "password": database.get("PASSWORD") or "",
+        "host": database.get("HOST") or "",
+        "port": str(database.get("PORT") or ""),
+        "connect_timeout": str(max(1, round(settings.DOS_AI_DB_CONNECT_TIMEOUT))),
+        "application_name": "dosportal-v1",
+    }
+    return psycopg.conninfo.make_conninfo(**{name: value for name, value in params.items() if value})
+
+
+class PgStore:
+    def __init__(self, conninfo: str, *, max_size: int, timeout: float):
+        self.timeout = timeout
+        self.pool = psycopg_pool.AsyncConnectionPool(
+            conninfo,
+            min_size=1,
+            max_size=max_size,
+            kwargs={"autocommit": True, "row_factory": tuple_row},
+            timeout=timeout,
+            max_idle=settings.DOS_AI_DB_POOL_MAX_IDLE,
+            reconnect_timeout=0,  # keep trying to reconnect for as long as PostgreSQL is away
+            open=False,
+        )
+        self.opened = False
+        self.open_lock = asyncio.Lock()
+        # The breaker: open (refusing at once) while down_until is set; after it passes, one
+        # call at a time probes with a short wait until one succeeds.
+        self.down_until = 0.0
+        self.probing = False
+
+    async def _execute(self, sql: str, params: dict[str, Any], *, fetch: str = "one") -> Any:
+        timeout, probe = self.timeout, False
+        if self.down_until:
+            if self.probing or time.monotonic() < self.down_until:
+                raise StoreUnavailable("database unavailable (recent failure)")
+            self.probing, probe, timeout = True, True, min(self.timeout, PROBE_TIMEOUT)
+        if not self.opened:
+            async with self.open_lock:
+                if not self.opened:
+                    await self.pool.open(wait=False)
+                    self.opened = True
+        try:
+            async with self.pool.connection(timeout=timeout) as conn:
+                cursor = await conn.execute(sql, params)
+                if fetch == "one":
+                    result = await cursor.fetchone()
+                elif fetch == "all":
+                    result = await cursor.fetchall()
+                else:
+                    result = None
+        except psycopg_pool.PoolTimeout as error:
+            if probe or self.pool.get_stats().get("pool_size", 0) == 0:
+                self._trip(error)  # no connection could be made at all: the server is away
+            raise StoreUnavailable(str(error)) from error  # busy, not down: only this call fails
+        except (psycopg.OperationalError, OSError) as error:
+            self._trip(error)
+            raise StoreUnavailable(str(error)) from error
+        finally:
+            if probe:
+                self.probing = False
+        self.down_until = 0.0
+        return result
+
+    def _trip(self, error: BaseException) -> None:
+        if not self.down_until:
+            logger.error("database unavailable on /v1, answering 503 until it is back: %r", error)
+        self.down_until = time.monotonic() + BREAKER_SECONDS
+
+    async def lookup(self, hashed_key: str, *, model: str | None = None, catalogue: bool = False) -> Lookup:
+        row = await self._execute(_LOOKUP_SQL, {"hashed_key": hashed_key, "model": model})
+        if row is None:
+            return Lookup(None, None, [])
+        key_id, hint, owner_id, last_used_at, plan, rpm_override, tpm_override = row[:7]
+        rpm, tpm = effective_limits(plan, rpm_override, tpm_override)
+        caller = Caller(key_id, hint, owner_id, rpm, tpm, last_used_at)
+        found = ModelRow(*row[7:]) if row[7] is not None else None
+        rows = await self._execute(_CATALOGUE_SQL, {}, fetch="all") if catalogue else []
+        return Lookup(caller, found, [ModelRow(*model_row) for model_row in rows])
+
+    async def reserve(self, caller: Caller, *, amount_micros: int, request_id: str) -> int | None:
+        params = hotpath.reserve_params(
+            user_id=caller.owner_id,
+            key_id=caller.key_id,
+            amount_micros=amount_micros,
+            request_id=request_id,
+            touch=caller.last_used_is_stale(dt.datetime.now(dt.UTC)),
+        )
+        row = await self._execute(hotpath.RESERVE_SQL, params)
+        return row[0] if row else None
+
+    async def touch(self, caller: Caller) -> None:
+        if caller.last_used_is_stale(dt.datetime.now(dt.UTC)):
+            await self._execute(_TOUCH_SQL, {"key_id": caller.key_id}, fetch="none")
+
+    async def settle(self, settlement: Settlement) -> None:
+        await self._execute(hotpath.SETTLE_SQL, hotpath.settle_params(settlement))
+
+    async def close(self) -> None:
+        if self.opened:
+            await self.pool.close()
+
+
+# --- Any other database (the embedded SQLite default): the ORM in a worker thread ----------
+
+
+def _in_thread(function: Any) -> Any:
+    """Run an ORM function in a worker thread and give its connection back when done, so a
+    stream does not pin a connection for its whole life."""
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except (OperationalError, InterfaceError) as error:  # unreachable, or SQLite's "locked"
+            raise StoreUnavailable(str(error)) from error
+        finally:
+            close_old_connections()
+
+    return sync_to_async(run)
+
+
+class OrmStore:
+    @staticmethod
+    @_in_thread
+    def _lookup(hashed_key: str, model: str | None, catalogue: bool) -> Lookup:
+        from billing.selectors import served_models_active
+
+        api_key = (
+            ApiKey.objects.active().select_related("owner").filter(hashed_key=hashed_key, owner__is_active=True).first()
+        )
+        if api_key is None:
+            return Lookup(None, None, [])
+        owner = api_key.owner
+        caller = Caller(
+            api_key.pk,
+            api_key.hint,
+            owner.pk,
+            owner.requests_per_minute,
+            owner.tokens_per_minute,
+            api_key.last_used_at,
+        )
+        found = ServedModel.objects.filter(name=model, is_active=True).first() if model else None
+        rows = [ModelRow.of(row) for row in served_models_active()] if catalogue else []
+        return Lookup(caller, ModelRow.of(found) if found else None, rows)
+
+    async def lookup(self, hashed_key: str, *, model: str | None = None, catalogue: bool = False) -> Lookup:
+        return await self._lookup(hashed_key, model, catalogue)
+
+    @staticmethod
+    @_in_thread
+    def _reserve(caller: Caller, amount_micros: int, request_id: str) -> int | None:
+        from apikeys.services import api_key_mark_used
+        from billing.services import credit_reserve
+
+        hold_id = credit_reserve(user_id=caller.owner_id, amount_micros=amount_micros, request_id=request_id)
+        if hold_id is not None:
+            api_key_mark_used(api_key_id=caller.key_id, last_used_at=caller.last_used_at)
+        return hold_id
+
+    async def reserve(self, caller: Caller, *, amount_micros: int, request_id: str) -> int | None:
+        return await self._reserve(caller, amount_micros, request_id)
+
+    @staticmethod
+    @_in_thread
+    def _touch(caller: Caller) -> None:
+        from apikeys.services import api_key_mark_used
+
+        api_key_mark_used(api_key_id=caller.key_id, last_used_at=caller.last_used_at)
+
+    async def touch(self, caller: Caller) -> None:
+        await self._touch(caller)
+
+    @staticmethod
+    @_in_thread
+    def _settle(settlement: Settlement) -> None:
+        from billing.services import usage_settle
+
+        usage_settle(settlement=settlement)
+
+    async def settle(self, settlement: Settlement) -> None:
+        await self._settle(settlement)
+
+
+def _pg_store() -> PgStore:
+    return PgStore(conninfo_from_settings(), max_size=settings.DOS_AI_DB_POOL_SIZE, timeout=settings.DOS_AI_DB_TIMEOUT)
+
+
+_pg_stores = PerEventLoop(_pg_store)
+_orm_store = OrmStore()
+
+
+def get_store() -> Store:
+    """PostgreSQL through the async pool (one per event loop: see dosportal.v1.loops), else the ORM."""
+    if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        return _pg_stores.get()
+    return _orm_store
+
+
+async def close_store() -> None:
+    store = _pg_stores.existing()
+    if store is not None:
+        await store.close()
