@@ -1,0 +1,295 @@
+"""The /v1 hot path against the framework's floor, in one run, on this machine.
+
+Starts on 127.0.0.1: a fast fake upstream (bench/fake_upstream.py); the portal under uvicorn
+with production settings (DEBUG=0) on PostgreSQL and Redis, with a funded key whose limits
+are overridden high; and the floor — a bare Django async view with no middleware
+(bench/floor.py) on the same uvicorn settings (one worker, uvloop, httptools, no access log).
+Drives each with wrk, targets interleaved round by round, at concurrency 1 and 32, and prints
+rps, p50, p99 and non-2xx per target, then the verdicts:
+
+- portal /v1/chat/completions throughput ÷ floor throughput at c=32 (target ≥ 0.5);
+- portal p50 − upstream p50 at c=1, the latency the gateway adds (target ≤ 3 ms);
+- /healthz and a static file ÷ floor at c=32 (target ≥ 0.8).
+
+Then streaming: N concurrent streams (default 1,000) through the portal from an upstream
+sending 50 chunks 20 ms apart, against the same streams straight from the upstream; prints
+errors, the added time-to-first-token (p50, p99) and the worker's peak RSS.
+
+It exits non-zero if any answer of the portal or the floor was not 2xx.
+
+    .venv/bin/python bench/gateway.py [--duration 5] [--rounds 3] [--streams 1000]
+
+Needs wrk (`apt-get install wrk`), PostgreSQL (DATABASE_URL's server, default
+127.0.0.1:5432, database dosportal_bench is created) and Redis (db 8 of REDIS_URL's server).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+BENCH_DB = "dosportal_bench"
+CHAT_BODY = '{"model":"dos-ai","messages":[{"role":"user","content":"Say hello"}],"max_tokens":16}'
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(port: int, process: subprocess.Popen, name: str) -> None:
+    for _ in range(300):
+        if process.poll() is not None:
+            raise SystemExit(f"{name} exited with {process.returncode}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise SystemExit(f"{name} did not start")
+
+
+def uvicorn(app: str, port: int, env: dict[str, str]) -> subprocess.Popen:
+    command = [PYTHON, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
+               "--log-level", "warning", "--loop", "uvloop", "--http", "httptools", "--backlog", "4096"]  # fmt: skip
+    process = subprocess.Popen(command, env=env, cwd=ROOT)
+    wait_for(port, process, app)
+    return process
+
+
+def database_urls() -> tuple[str, str]:
+    base = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+    server = base.rsplit("/", 1)[0]
+    return f"{server}/postgres", f"{server}/{BENCH_DB}"
+
+
+def prepare_portal(env: dict[str, str]) -> str:
+    """Migrate the bench database and make a funded key with limits far above the load."""
+    admin_url, _ = database_urls()
+    import psycopg
+
+    with psycopg.connect(admin_url.replace("postgres://", "postgresql://"), autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [BENCH_DB]).fetchone():
+            conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
+    subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v0"], env=env, cwd=ROOT, check=True)
+    subprocess.run([PYTHON, "manage.py", "collectstatic", "--noinput", "-v0"], env=env, cwd=ROOT, check=True)
+    script = (
+        "from accounts.models import User\n"
+        "from apikeys.services import api_key_create\n"
+        "from billing.services import credits_grant\n"
+        "user = User.objects.filter(email='bench@example.com').first()\n"
+        "user = user or User.objects.create_user('bench@example.com', 'bench-password-123')\n"
+        "User.objects.filter(pk=user.pk).update(requests_per_minute_override=2_000_000_000,"
+        " tokens_per_minute_override=2_000_000_000)\n"
+        "credits_grant(user=user, amount_micros=1_000_000_000_000, note='bench')\n"
+        "print(api_key_create(owner=user, name=f'bench {user.api_keys.count()}')[1])\n"
+    )
+    result = subprocess.run(
+        [PYTHON, "manage.py", "shell", "-c", script], env=env, cwd=ROOT, check=True, capture_output=True, text=True
+    )
+    return result.stdout.strip().splitlines()[-1]
+
+
+@dataclass
+class Result:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(url: str, concurrency: int, duration: float, script: str | None, key: str = "") -> Result:
+    command = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(duration))}s", "--latency", "--timeout", "10s"]
+    if script:
+        command += ["-s", script]
+    env = {**os.environ, "BENCH_KEY": key, "BENCH_BODY": CHAT_BODY}
+    output = subprocess.run([*command, url], capture_output=True, text=True, env=env, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output)[1])
+    p50 = _ms(re.search(r"50%\s+(\S+)", output)[1])
+    p99 = _ms(re.search(r"99%\s+(\S+)", output)[1])
+    non_2xx = int(m[1]) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", output)) else 0
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    if errors and any(int(n) for n in errors.groups()):
+        non_2xx += sum(int(n) for n in errors.groups())
+    return Result(rps, p50, p99, non_2xx)
+
+
+WRK_POST = """
+wrk.method = "POST"
+wrk.body = os.getenv("BENCH_BODY")
+wrk.headers["Content-Type"] = "application/json"
+local key = os.getenv("BENCH_KEY")
+if key ~= "" then wrk.headers["Authorization"] = "Bearer " .. key end
+"""
+
+
+def median(results: list[Result]) -> Result:
+    return Result(
+        statistics.median(r.rps for r in results),
+        statistics.median(r.p50_ms for r in results),
+        statistics.median(r.p99_ms for r in results),
+        sum(r.non_2xx for r in results),
+    )
+
+
+async def first_token_times(port: int, path: str, key: str, count: int) -> tuple[list[float], int]:
+    """Open `count` streams at once; the seconds from sending each to its first `data:` line."""
+    body = CHAT_BODY.replace('"max_tokens":16', '"stream":true,"max_tokens":64').encode()
+    request = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {key}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    errors = 0
+
+    async def one() -> float | None:
+        nonlocal errors
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            started = time.perf_counter()
+            writer.write(request)
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)
+            if b" 200 " not in head.split(b"\r\n")[0]:
+                errors += 1
+                writer.close()
+                return None
+            first = None
+            data = b""
+            while True:
+                piece = await asyncio.wait_for(reader.read(65536), 60)
+                if not piece:
+                    break
+                if first is None and b"data:" in piece:
+                    first = time.perf_counter() - started
+                data += piece
+                if b"[DONE]" in data[-200:]:
+                    break
+            writer.close()
+            if first is None or b"[DONE]" not in data:
+                errors += 1
+            return first
+        except (TimeoutError, OSError, asyncio.IncompleteReadError):
+            errors += 1
+            return None
+
+    results = await asyncio.gather(*(one() for _ in range(count)))
+    return [r for r in results if r is not None], errors
+
+
+def peak_rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status)[1]) / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--streams", type=int, default=1000)
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is missing: apt-get install wrk")
+
+    _, bench_db = database_urls()
+    redis_server = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0").rsplit("/", 1)[0]
+    upstream_port, stream_port, floor_port, portal_port = (free_port() for _ in range(4))
+    spool = tempfile.mkdtemp(prefix="bench-spool-")
+    portal_env = {**os.environ, "DEBUG": "0", "SECRET_KEY": "bench-secret-key-" + "x" * 40,
+                  "ALLOWED_HOSTS": "127.0.0.1", "SECURE_SSL_REDIRECT": "0", "DATABASE_URL": bench_db,
+                  "REDIS_URL": f"{redis_server}/8", "DOS_AI_UPSTREAM_URL": f"http://127.0.0.1:{upstream_port}/v1",
+                  "LOG_LEVEL": "WARNING", "DOS_AI_SPOOL_DIR": spool, "PYTHONPATH": str(ROOT)}  # fmt: skip
+    floor_env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    key = prepare_portal(portal_env)
+    script = Path(tempfile.mkstemp(suffix=".lua")[1])
+    script.write_text(WRK_POST)
+    processes = [
+        subprocess.Popen([PYTHON, str(ROOT / "bench" / "fake_upstream.py"), str(upstream_port)]),
+        subprocess.Popen(
+            [PYTHON, str(ROOT / "bench" / "fake_upstream.py"), str(stream_port), "--chunks", "50", "--interval", "0.02"]
+        ),  # fmt: skip
+    ]
+    try:
+        wait_for(upstream_port, processes[0], "fake upstream")
+        wait_for(stream_port, processes[1], "streaming fake upstream")
+        floor = uvicorn("bench.floor:application", floor_port, floor_env)
+        portal = uvicorn("dosportal.asgi:application", portal_port, portal_env)
+        processes += [floor, portal]
+        targets = {
+            "upstream": (f"http://127.0.0.1:{upstream_port}/v1/chat/completions", str(script), ""),
+            "floor": (f"http://127.0.0.1:{floor_port}/v1/chat/completions", str(script), ""),
+            "portal /v1/chat/completions": (f"http://127.0.0.1:{portal_port}/v1/chat/completions", str(script), key),
+            "portal /healthz": (f"http://127.0.0.1:{portal_port}/healthz", None, ""),
+            "portal static file": (f"http://127.0.0.1:{portal_port}/static/img/logo.svg", None, ""),
+        }
+        for url, lua, token in targets.values():  # warm up every path (pools, prepared statements)
+            wrk(url, 4, 1.0, lua, token)
+        results: dict[tuple[str, int], list[Result]] = {}
+        for _ in range(args.rounds):
+            for concurrency in (1, 32):
+                for name, (url, lua, token) in targets.items():
+                    results.setdefault((name, concurrency), []).append(wrk(url, concurrency, args.duration, lua, token))
+
+        print(f"\n{'target':32} {'c':>3} {'rps':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+        summary = {}
+        for (name, concurrency), runs in results.items():
+            result = summary[(name, concurrency)] = median(runs)
+            print(f"{name:32} {concurrency:>3} {result.rps:>9.0f} {result.p50_ms:>8.2f} {result.p99_ms:>8.2f} "
+                  f"{result.non_2xx:>8}")  # fmt: skip
+        floor32 = summary[("floor", 32)].rps
+        portal = "portal /v1/chat/completions"
+        print("\nverdicts (medians of the rounds):")
+        print(f"  /v1 throughput ÷ floor at c=32:          {summary[(portal, 32)].rps / floor32:.2f}×  (target ≥ 0.5)")
+        added = summary[(portal, 1)].p50_ms - summary[("upstream", 1)].p50_ms
+        print(f"  /v1 added latency at c=1 (p50):          {added:.2f} ms  (target ≤ 3)")
+        for name in ("portal /healthz", "portal static file"):
+            print(
+                f"  {name[7:]:14} throughput ÷ floor at c=32: {summary[(name, 32)].rps / floor32:.2f}×  (target ≥ 0.8)"
+            )
+
+        streams = asyncio.run(first_token_times(stream_port, "/v1/chat/completions", "", args.streams))
+        portal_env_stream = {**portal_env, "DOS_AI_UPSTREAM_URL": f"http://127.0.0.1:{stream_port}/v1"}
+        stream_portal_port = free_port()
+        stream_portal = uvicorn("dosportal.asgi:application", stream_portal_port, portal_env_stream)
+        processes.append(stream_portal)
+        asyncio.run(first_token_times(stream_portal_port, "/v1/chat/completions", key, 20))  # warm up
+        through = asyncio.run(first_token_times(stream_portal_port, "/v1/chat/completions", key, args.streams))
+        direct_p50 = statistics.median(streams[0]) * 1000
+        portal_ttft = sorted(t * 1000 for t in through[0]) or [float("nan")]
+        p99 = portal_ttft[min(len(portal_ttft) - 1, int(len(portal_ttft) * 0.99))]
+        print(f"\nstreaming: {args.streams} concurrent streams, 50 chunks 20 ms apart")
+        print(f"  upstream direct: errors {streams[1]}, time to first token p50 {direct_p50:.1f} ms")
+        print(f"  through portal:  errors {through[1]}, added time to first token p50 "
+              f"{statistics.median(portal_ttft) - direct_p50:.1f} ms, p99 {p99 - direct_p50:.1f} ms (target p50 ≤ 10)")  # fmt: skip
+        print(f"  portal worker peak RSS: {peak_rss_mb(stream_portal.pid):.0f} MB  (target < 500)")
+        failed = any(summary[(name, c)].non_2xx for name in targets if name != "upstream" for c in (1, 32))
+        if failed or through[1]:
+            raise SystemExit("FAILED: some answers were not 2xx (see non-2xx / errors above)")
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=10)
+        script.unlink(missing_ok=True)
+        shutil.rmtree(spool, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
