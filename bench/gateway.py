@@ -112,8 +112,11 @@ class Result:
 
 
 def _ms(text: str) -> float:
-    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
-    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if match is None:
+        return float("nan")
+    number, unit = match.groups()
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
 
 
 def wrk(url: str, concurrency: int, duration: float, script: str | None, key: str = "") -> Result:
@@ -224,7 +227,7 @@ def main() -> None:
         subprocess.Popen([PYTHON, str(ROOT / "bench" / "fake_upstream.py"), str(upstream_port)]),
         subprocess.Popen(
             [PYTHON, str(ROOT / "bench" / "fake_upstream.py"), str(stream_port), "--chunks", "50", "--interval", "0.02"]
-        ),  # fmt: skip
+        ),
     ]
     try:
         wait_for(upstream_port, processes[0], "fake upstream")

@@ -3,7 +3,6 @@ ledger, how to add credit — and only ever the signed-in account's own."""
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 
 import pytest
@@ -12,11 +11,10 @@ from django.test import Client
 from accounts.models import User
 from accounts.services import account_set_limits, account_set_plan
 from billing.models import CreditAccount, LedgerEntry, ServedModel
-from billing.money import cost_micros
 from billing.services import credit_reserve, credits_grant
-from dosportal.testing.billing import settle_call
 from billing.tests.conftest import make_key
 from billing.tests.test_usage_page import html_of, row
+from dosportal.testing.billing import settle_call
 
 
 def ledger_rows(html: str) -> list[str]:
@@ -25,9 +23,7 @@ def ledger_rows(html: str) -> list[str]:
 
 def settle_chat(owner: User, request_id: str, *, prompt_tokens: int, completion_tokens: int) -> None:
     api_key = make_key(owner, f"key for {request_id}")
-    settle_call(
-        owner, api_key, request_id=request_id, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
-    )
+    settle_call(owner, api_key, request_id=request_id, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
 
 
 def test_the_billing_page_requires_login(db: None) -> None:

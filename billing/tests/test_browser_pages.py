@@ -13,10 +13,9 @@ from django.test import Client
 from accounts.models import User
 from accounts.services import account_set_limits, account_set_plan
 from billing.models import LedgerEntry, ServedModel
-from billing.money import cost_micros
 from billing.services import credit_reserve, credits_grant
-from dosportal.testing.billing import settle_call
 from billing.tests.conftest import History, make_key
+from dosportal.testing.billing import settle_call
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

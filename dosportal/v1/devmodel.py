@@ -77,11 +77,11 @@ class DevelopmentStream:
         self.chunks = chunks
         self.delay = delay
 
-    async def events(self) -> AsyncIterator[str]:
+    async def events(self) -> AsyncIterator[bytes]:
         for index, chunk in enumerate(self.chunks):
             if index and self.delay:
                 await asyncio.sleep(self.delay)
-            yield json.dumps(chunk)
+            yield json.dumps(chunk, separators=(",", ":")).encode()
 
     async def aclose(self) -> None:
         return None

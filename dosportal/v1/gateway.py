@@ -308,19 +308,63 @@ def _error_event(error: ApiError) -> bytes:
     return _sse({"error": {"message": error.message, "type": error.type, "code": error.code}})
 
 
+_FINISHED = re.compile(rb'"finish_reason"\s*:\s*"')
+
+
+class _Delivered:
+    """What reached the client, kept cheaply: raw chunks are parsed only if the upstream never
+    sends usage and the delivered text has to be estimated."""
+
+    def __init__(self) -> None:
+        self.raw: list[bytes] = []
+        self.texts: list[str] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.raw or self.texts)
+
+    def text(self) -> str:
+        return "".join(self.texts) + "".join(_completion_text(json.loads(raw)) for raw in self.raw)
+
+
+def _model_renamer(metered: Metered) -> Callable[[bytes], bytes]:
+    """Rewrite the upstream's model name to the public one in a raw chunk, structurally:
+    `"model":"x"` can only be a key and its value (inside a JSON string quotes are escaped)."""
+    upstream, public = json.dumps(metered.model.upstream_name).encode(), json.dumps(metered.model.name).encode()
+    if upstream == public:
+        return lambda data: data
+    pairs = [(key + upstream, key + public) for key in (b'"model":', b'"model": ')]
+
+    def rename(data: bytes) -> bytes:
+        for old, new in pairs:
+            data = data.replace(old, new)
+        return data
+
+    return rename
+
+
 async def _relay(metered: Metered, stream: UpstreamStream) -> AsyncIterator[bytes]:
     """Forward each event as it arrives; meter what was delivered, whatever ends the stream.
 
     A stream is charged for what reached the client: the upstream's usage when it sent
     it, otherwise the prompt estimate plus the delivered text. One that ends without a
     finish reason (cut off, or not SSE at all) ends with an error event, not [DONE].
+    Ordinary chunks pass through as bytes (model name rewritten, finish reason spotted);
+    only chunks that carry usage, or do not look like a JSON object, are parsed.
     """
     usage: tuple[int, int] | None = None
-    delivered: list[str] = []
+    delivered = _Delivered()
     finished = False
     status, settled = 200, False
+    rename = _model_renamer(metered)
+    wants_usage = metered.parsed.client_wants_usage
     try:
         async for data in stream.events():
+            data = data.strip()
+            if b'"usage"' not in data and data.startswith(b"{") and data.endswith(b"}"):
+                finished = finished or _FINISHED.search(data) is not None
+                delivered.raw.append(data)
+                yield b"data: " + rename(data) + b"\n\n"
+                continue
             try:
                 chunk = json.loads(data)
             except ValueError:
@@ -333,12 +377,12 @@ async def _relay(metered: Metered, stream: UpstreamStream) -> AsyncIterator[byte
             finished = finished or _finished(chunk)
             if "model" in chunk:
                 chunk["model"] = metered.model.name
-            if not metered.parsed.client_wants_usage:
+            if not wants_usage:
                 # We asked the upstream for usage; a client that did not gets the stream it asked for.
                 chunk.pop("usage", None)
                 if not chunk.get("choices"):
                     continue
-            delivered.append(_completion_text(chunk))
+            delivered.texts.append(_completion_text(chunk))
             yield _sse(chunk)
         if not finished:
             raise UpstreamStreamError(
@@ -362,14 +406,14 @@ async def _relay(metered: Metered, stream: UpstreamStream) -> AsyncIterator[byte
 
 
 async def _finish(
-    metered: Metered, stream: UpstreamStream, status: int, usage: tuple[int, int] | None, delivered: list[str]
+    metered: Metered, stream: UpstreamStream, status: int, usage: tuple[int, int] | None, delivered: _Delivered
 ) -> None:
     try:
         await asyncio.shield(asyncio.ensure_future(stream.aclose()))
     except Exception as error:  # noqa: BLE001 - closing a broken upstream connection may fail
         logger.debug("closing upstream stream: %r", error)
     if usage is None:
-        usage = (metered.parsed.prompt_tokens if delivered else 0, estimate_text_tokens("".join(delivered)))
+        usage = (metered.parsed.prompt_tokens if delivered else 0, estimate_text_tokens(delivered.text()))
     await metered.settle(status, *usage, charge=True)
 
 

@@ -31,7 +31,7 @@ class UpstreamStreamError(Exception):
 
 
 class UpstreamStream(Protocol):
-    def events(self) -> AsyncIterator[str]:
+    def events(self) -> AsyncIterator[bytes]:
         """The `data:` payloads of the SSE stream, without the final [DONE]."""
         ...
 
@@ -71,26 +71,39 @@ def map_upstream_status(status: int, content: bytes) -> ApiError:
     return errors.upstream_unavailable()
 
 
+def _event_data(event: bytes) -> bytes | None:
+    """The joined `data:` lines of one event; comments and other fields carry nothing the API uses."""
+    lines = [
+        line[6:] if line.startswith(b"data: ") else line[5:] for line in event.split(b"\n") if line.startswith(b"data:")
+    ]
+    return b"\n".join(lines) if lines else None
+
+
 class HttpStream:
     def __init__(self, response: httpx.Response):
         self.response = response
 
-    async def events(self) -> AsyncIterator[str]:
-        data_lines: list[str] = []
+    async def events(self) -> AsyncIterator[bytes]:
+        """Server-sent events parsed on bytes (no text decoding per line: this runs per chunk)."""
+        buffer = b""
         try:
-            async for line in self.response.aiter_lines():
-                if line == "":
-                    if data_lines:
-                        payload = "\n".join(data_lines)
-                        data_lines = []
-                        if payload.strip() == "[DONE]":
-                            return
-                        yield payload
-                elif line.startswith("data:"):
-                    data_lines.append(line[6:] if line.startswith("data: ") else line[5:])
-                # comments (":") and other SSE fields carry nothing the API uses
-            if data_lines and "\n".join(data_lines).strip() != "[DONE]":
-                yield "\n".join(data_lines)
+            async for piece in self.response.aiter_bytes():
+                buffer += piece
+                if b"\r" in buffer:
+                    if buffer.endswith(b"\r"):
+                        continue  # a CRLF split across pieces: wait for its LF
+                    buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+                while (end := buffer.find(b"\n\n")) != -1:
+                    event, buffer = buffer[:end], buffer[end + 2 :]
+                    payload = _event_data(event)
+                    if payload is None:
+                        continue
+                    if payload.strip() == b"[DONE]":
+                        return
+                    yield payload
+            payload = _event_data(buffer)
+            if payload is not None and payload.strip() != b"[DONE]":
+                yield payload
         except httpx.TimeoutException as error:
             raise UpstreamStreamError(errors.upstream_timeout()) from error
         except httpx.HTTPError as error:

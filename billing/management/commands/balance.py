@@ -3,6 +3,7 @@ whether they agree. Exits with an error when they do not, so monitoring can run 
 
 from __future__ import annotations
 
+import datetime as dt
 from argparse import ArgumentParser
 from typing import Any
 
@@ -10,11 +11,16 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.db.models import Sum
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 
 from billing.management.commands._lookup import user_by_email
 from billing.models import CreditAccount, CreditHold
 from billing.money import format_usd
 from billing.selectors import ledger_sum_micros
+
+# No request holds credit this long (streams included, see DOS_AI_UPSTREAM_TIMEOUT); an older
+# hold is a settlement that has not reached the database yet, or a dead worker's.
+STUCK_AFTER = dt.timedelta(minutes=15)
 
 
 class Command(BaseCommand):
@@ -33,6 +39,7 @@ class Command(BaseCommand):
             holds_micros = CreditHold.objects.filter(user=user).aggregate(total=Coalesce(Sum("amount_micros"), 0))[
                 "total"
             ]
+            stuck = CreditHold.objects.filter(user=user, created_at__lt=timezone.now() - STUCK_AFTER).count()
         balance_micros = account.balance_micros if account else 0
         held_micros = account.held_micros if account else 0
 
@@ -55,7 +62,12 @@ class Command(BaseCommand):
                 f"the held credit differs from the open holds ({format_usd(holds_micros, 6)}) "
                 f"by {format_usd(held_micros - holds_micros, 6)}"
             )
+        if stuck:
+            problems.append(
+                f"{stuck} hold{'s' if stuck != 1 else ''} older than {STUCK_AFTER.seconds // 60} minutes "
+                "(a settlement waiting for the database, or a worker that died: see release_stale_holds)"
+            )
         if problems:
             self.stdout.write(self.style.ERROR("MISMATCH: " + "; ".join(problems) + "."))
-            raise CommandError("The balance does not agree with the ledger.")
+            raise CommandError("The balance does not agree with the ledger, or credit is stuck in old holds.")
         self.stdout.write(self.style.SUCCESS("OK: the balance equals the ledger sum."))
