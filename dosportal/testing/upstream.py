@@ -33,7 +33,7 @@ class FakeUpstream(ThreadingHTTPServer):
         self.reset()
 
     def reset(self) -> None:
-        self.mode = "ok"  # ok | error500 | context_length | unauthorized | garbage | no_usage
+        self.mode = "ok"  # ok | error500 | context_length | unauthorized | garbage | no_usage | truncate
         self.chunk_delay = 0.0
         self.response_delay = 0.0
         self.requests: list[dict[str, Any]] = []
@@ -90,6 +90,8 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         if self.path.endswith("/embeddings"):
             return self._embeddings(body)
+        if self.path.endswith("/responses"):
+            return self._responses(body)
         if body.get("stream"):
             return self._stream(body)
         return self._complete(body)
@@ -151,6 +153,54 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
             self.wfile.write(b"data: [DONE]\n\n")
             self.wfile.flush()
+            self.server.stream_finished.set()
+        except (BrokenPipeError, ConnectionResetError):
+            self.server.disconnected.set()
+        self.close_connection = True
+
+    def _responses(self, body: dict[str, Any]) -> None:
+        """The Responses API: a response object, or its typed events (no [DONE])."""
+        text = "".join(REPLY_WORDS)
+        message = {
+            "id": "msg_up",
+            "type": "message",
+            "role": "assistant",
+            "status": "completed",
+            "content": [{"type": "output_text", "text": text, "annotations": []}],
+        }
+        usage = (
+            None
+            if self.server.mode == "no_usage"
+            else {
+                "input_tokens": PROMPT_TOKENS,
+                "output_tokens": COMPLETION_TOKENS,
+                "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS,
+            }
+        )
+        base = {"id": "resp_up", "object": "response", "created_at": 1700000000, "model": body.get("model")}
+        done = {**base, "status": "completed", "output": [message], "usage": usage}
+        if not body.get("stream"):
+            return self._json(200, done)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        position = {"item_id": "msg_up", "output_index": 0, "content_index": 0}
+        events = [{"type": "response.created", "response": {**base, "status": "in_progress", "output": []}}]
+        events += [{"type": "response.output_text.delta", **position, "delta": word} for word in REPLY_WORDS]
+        if self.server.mode == "truncate":  # the stream stops after three words, with no end event
+            events = events[:4]
+        else:
+            events += [{"type": "response.output_text.done", **position, "text": text}]
+            events += [{"type": "response.completed", "response": done}]
+        try:
+            for index, event in enumerate(events):
+                if index and self.server.chunk_delay:
+                    time.sleep(self.server.chunk_delay)
+                self.wfile.write(
+                    f"event: {event['type']}\n".encode() + b"data: " + json.dumps(event).encode() + b"\n\n"
+                )
+                self.wfile.flush()
             self.server.stream_finished.set()
         except (BrokenPipeError, ConnectionResetError):
             self.server.disconnected.set()

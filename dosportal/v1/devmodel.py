@@ -94,6 +94,8 @@ class DevelopmentModel:
     async def request(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         if path == "embeddings":
             return self._embeddings(body)
+        if path == "responses":
+            return self._responses(body)[-1]["response"]
         completion_id, created, model = self._ids(path), int(time.time()), body["model"]
         prompt, prompt_tokens = self._prompt(path, body)
         chunks, finish = _truncate(_reply_for(prompt), self._max_tokens(body))
@@ -119,7 +121,59 @@ class DevelopmentModel:
             "usage": usage,
         }
 
+    def _responses(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """The Responses API's typed events for one reply; the last carries the finished response."""
+        response_id, item_id = f"resp_{uuid.uuid4().hex[:24]}", f"msg_{uuid.uuid4().hex[:24]}"
+        value = body.get("input")
+        if isinstance(value, str):
+            prompt, prompt_tokens = value, count_tokens(value)
+        else:
+            texts = [_text_of(item.get("content")) for item in value or [] if isinstance(item, dict)]
+            prompt = next(reversed(texts), "") if texts else ""
+            prompt_tokens = sum(count_tokens(text) + 3 for text in texts)
+        prompt_tokens += count_tokens(body.get("instructions") or "")
+        max_tokens = body.get("max_output_tokens")
+        chunks, finish = _truncate(_reply_for(prompt), max_tokens if isinstance(max_tokens, int) else None)
+        text = "".join(chunks)
+        base = {
+            "id": response_id,
+            "object": "response",
+            "created_at": int(time.time()),
+            "model": body["model"],
+            "output": [],
+            "usage": None,
+        }
+        status = "completed" if finish == "stop" else "incomplete"
+        part = {"type": "output_text", "text": text, "annotations": []}
+        message = {"id": item_id, "type": "message", "role": "assistant", "status": "completed", "content": [part]}
+        usage = {
+            "input_tokens": prompt_tokens,
+            "output_tokens": count_tokens(text),
+            "total_tokens": prompt_tokens + count_tokens(text),
+        }
+        done = {**base, "status": status, "output": [message], "usage": usage}
+        if status == "incomplete":
+            done["incomplete_details"] = {"reason": "max_output_tokens"}
+        position = {"item_id": item_id, "output_index": 0, "content_index": 0}
+        events: list[dict[str, Any]] = [
+            {"type": "response.created", "response": {**base, "status": "in_progress"}},
+            {"type": "response.output_item.added", "output_index": 0, "item": {**message, "content": []}},
+            {"type": "response.content_part.added", **position, "part": {**part, "text": ""}},
+        ]
+        events.extend({"type": "response.output_text.delta", **position, "delta": chunk} for chunk in chunks)
+        events += [
+            {"type": "response.output_text.done", **position, "text": text},
+            {"type": "response.content_part.done", **position, "part": part},
+            {"type": "response.output_item.done", "output_index": 0, "item": message},
+            {"type": f"response.{status}", "response": done},
+        ]
+        for number, event in enumerate(events):
+            event["sequence_number"] = number
+        return events
+
     async def open_stream(self, path: str, body: dict[str, Any]) -> DevelopmentStream:
+        if path == "responses":
+            return DevelopmentStream(self._responses(body), self.delay)
         completion_id, created, model = self._ids(path), int(time.time()), body["model"]
         prompt, prompt_tokens = self._prompt(path, body)
         chunks, finish = _truncate(_reply_for(prompt), self._max_tokens(body))

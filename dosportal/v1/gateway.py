@@ -34,7 +34,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 
 from apikeys.keys import hash_key, is_well_formed
 from billing.settlement import MAX_COST_MICROS, Settlement, believable_tokens
-from dosportal.v1 import errors, ratelimit
+from dosportal.v1 import errors, ratelimit, responses
 from dosportal.v1.errors import ApiError
 from dosportal.v1.settler import get_settler
 from dosportal.v1.store import Caller, ModelRow, get_store
@@ -280,10 +280,12 @@ async def proxy(call: ApiCall, *, endpoint: str, kind: str, parse: Callable[[dic
     upstream = get_upstream()
     if not parsed.stream:
         return await _complete(metered, upstream, upstream_body)
-    upstream_body["stream_options"] = {**(parsed.body.get("stream_options") or {}), "include_usage": True}
+    if parsed.api != "responses":
+        upstream_body["stream_options"] = {**(parsed.body.get("stream_options") or {}), "include_usage": True}
     async with metered.released_on_failure():
         stream = await upstream.open_stream(endpoint, upstream_body)
-    response = StreamingHttpResponse(_relay(metered, stream), content_type="text/event-stream")
+    relay = _relay_responses if parsed.api == "responses" else _relay
+    response = StreamingHttpResponse(relay(metered, stream), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # tell nginx-style proxies not to buffer the stream
     return response
@@ -292,9 +294,14 @@ async def proxy(call: ApiCall, *, endpoint: str, kind: str, parse: Callable[[dic
 async def _complete(metered: Metered, upstream: Any, upstream_body: dict[str, Any]) -> HttpResponse:
     async with metered.released_on_failure():
         payload = await upstream.request(metered.endpoint, upstream_body)
-    counted = _usage_numbers(payload.get("usage"))
+    if metered.parsed.api == "responses":
+        counted = _usage_numbers(responses.usage_fields(payload), "input_tokens", "output_tokens")
+        text = responses.output_text(payload)
+    else:
+        counted = _usage_numbers(payload.get("usage"))
+        text = _completion_text(payload)
     if counted is None:
-        counted = (metered.parsed.prompt_tokens, estimate_text_tokens(_completion_text(payload)))
+        counted = (metered.parsed.prompt_tokens, estimate_text_tokens(text))
     payload["model"] = metered.model.name
     await metered.settle(200, *counted, charge=True)
     return JsonResponse(payload)
@@ -315,15 +322,16 @@ class _Delivered:
     """What reached the client, kept cheaply: raw chunks are parsed only if the upstream never
     sends usage and the delivered text has to be estimated."""
 
-    def __init__(self) -> None:
+    def __init__(self, text_of_raw: Callable[[bytes], str] = lambda raw: _completion_text(json.loads(raw))) -> None:
         self.raw: list[bytes] = []
         self.texts: list[str] = []
+        self.text_of_raw = text_of_raw
 
     def __bool__(self) -> bool:
         return bool(self.raw or self.texts)
 
     def text(self) -> str:
-        return "".join(self.texts) + "".join(_completion_text(json.loads(raw)) for raw in self.raw)
+        return "".join(self.texts) + "".join(self.text_of_raw(raw) for raw in self.raw)
 
 
 def _model_renamer(metered: Metered) -> Callable[[bytes], bytes]:
@@ -397,6 +405,62 @@ async def _relay(metered: Metered, stream: UpstreamStream) -> AsyncIterator[byte
         await _finish(metered, stream, status, usage, delivered)
         settled = True
         yield _error_event(metered.public_error(error.api_error))
+    except (asyncio.CancelledError, GeneratorExit):
+        status = CLIENT_CLOSED
+        raise
+    finally:
+        if not settled:
+            await _finish(metered, stream, status, usage, delivered)
+
+
+def _responses_error_event(error: ApiError) -> bytes:
+    """An error as the Responses API streams it; the `error` object also makes the OpenAI SDKs raise."""
+    body = {"message": error.message, "type": error.type, "code": error.code}
+    payload = {"type": "error", "code": error.code, "message": error.message, "param": None, "error": body}
+    return b"event: error\n" + _sse(payload)
+
+
+async def _relay_responses(metered: Metered, stream: UpstreamStream) -> AsyncIterator[bytes]:
+    """The Responses API's typed events, forwarded and metered like `_relay`: usage from the
+    final `response.completed`, the text from `response.output_text.delta`, no [DONE]."""
+    usage: tuple[int, int] | None = None
+    delivered = _Delivered(responses.delta_text)
+    finished = False
+    status, settled = 200, False
+    rename = _model_renamer(metered)
+    try:
+        async for data in stream.events():
+            data = data.strip()
+            kind = responses.event_type(data)
+            if kind is None or not data.startswith(b"{"):
+                continue  # not an event the API defines
+            if kind.decode() in responses.FAILED_TYPES:
+                raise UpstreamStreamError(errors.upstream_unavailable("The inference server failed the response."))
+            if b'"usage"' in data:
+                try:
+                    event = json.loads(data)
+                except ValueError:
+                    continue
+                counted = _usage_numbers(responses.usage_fields(event), "input_tokens", "output_tokens")
+                usage = counted or usage
+                responses.set_public_model(event, metered.model.name)
+                data = json.dumps(event, separators=(",", ":")).encode()
+            else:
+                data = rename(data)
+                delivered.raw.append(data)
+            finished = finished or responses.FINISHED_RE.search(data) is not None
+            yield b"event: " + kind + b"\ndata: " + data + b"\n\n"
+        if not finished:
+            raise UpstreamStreamError(
+                errors.upstream_unavailable("The inference server ended the stream before it was complete.")
+            )
+        await _finish(metered, stream, status, usage, delivered)
+        settled = True
+    except UpstreamStreamError as error:
+        status = error.api_error.status
+        await _finish(metered, stream, status, usage, delivered)
+        settled = True
+        yield _responses_error_event(metered.public_error(error.api_error))
     except (asyncio.CancelledError, GeneratorExit):
         status = CLIENT_CLOSED
         raise

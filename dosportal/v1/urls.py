@@ -10,5 +10,7 @@ urlpatterns = [
     path("chat/completions", views.chat_completions),
     path("completions", views.completions),
     path("embeddings", views.embeddings),
+    path("responses", views.responses),
+    path("responses/<path:response_id>", views.response_by_id),
     re_path(r"^.*$", views.not_found),
 ]

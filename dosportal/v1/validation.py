@@ -18,8 +18,12 @@ from django.http import HttpRequest
 from billing.settlement import MAX_TOKENS_PER_CALL
 from dosportal.v1 import errors
 from dosportal.v1.tokens import (
+    TOKENS_PER_MESSAGE,
+    TOKENS_REPLY_PRIMING,
     estimate_chat_prompt_tokens,
+    estimate_content_tokens,
     estimate_input_tokens,
+    estimate_json_tokens,
     estimate_request_extras,
     estimate_text_tokens,
 )
@@ -36,6 +40,7 @@ class ParsedRequest:
     client_wants_usage: bool
     prompt_tokens: int  # estimated
     completion_tokens: int  # the most the response may contain (max_tokens × n)
+    api: str = "completions"  # "responses" for /v1/responses: its usage fields and events differ
 
 
 class _NotJson(ValueError):
@@ -251,3 +256,65 @@ def parse_embedding(body: dict[str, Any]) -> ParsedRequest:
     if body.get("stream"):
         raise errors.bad_request("Embeddings cannot be streamed.", "invalid_value")
     return ParsedRequest(body, model, False, False, estimate_input_tokens(value), 0)
+
+
+def _check_input_items(items: list[Any]) -> None:
+    for index, item in enumerate(items):
+        where = f"input[{index}]"
+        if not isinstance(item, dict):
+            raise _invalid(where, "an object")
+        content = item.get("content")
+        if content is None or isinstance(content, str):
+            continue
+        if not isinstance(content, list):
+            raise _invalid(f"{where}.content", "a string or an array of content parts")
+        for position, part in enumerate(content):
+            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                raise _invalid(f"{where}.content[{position}]", "an object with a 'type'")
+            if part["type"] in ("input_text", "output_text", "text") and not isinstance(part.get("text"), str):
+                raise _invalid(f"{where}.content[{position}].text", "a string")
+
+
+def _estimate_input_items(items: list[dict[str, Any]]) -> int:
+    total = TOKENS_REPLY_PRIMING
+    for item in items:
+        total += TOKENS_PER_MESSAGE + estimate_content_tokens(item.get("content"))
+        total += sum(
+            estimate_json_tokens(value) for key, value in item.items() if key not in ("role", "content", "type")
+        )
+    return total
+
+
+def parse_responses(body: dict[str, Any]) -> ParsedRequest:
+    """/v1/responses. The gateway keeps no state: `store` is forced off (a stored response could
+    be fetched by anyone who holds the shared upstream credential), and what needs stored
+    state is refused with a clear 400 — `previous_response_id` (send the conversation as input
+    items instead) and `background` (its usage arrives after the call, when nothing meters it)."""
+    model = _model(body)
+    value = _require(body, "input")
+    if isinstance(value, list):
+        _check_input_items(value)
+    elif not isinstance(value, str):
+        raise _invalid("input", "a string or an array of input items")
+    instructions = body.get("instructions")
+    if instructions is not None and not isinstance(instructions, str):
+        raise _invalid("instructions", "a string")
+    if body.get("previous_response_id") is not None:
+        raise errors.bad_request(
+            "'previous_response_id' is not supported: this gateway keeps no responses. "
+            "Send the earlier turns as input items instead.",
+            "invalid_value",
+        )
+    if body.get("background"):
+        raise errors.bad_request("Background responses are not supported by this gateway.", "invalid_value")
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise _invalid("stream", "a boolean")
+    budget, forwarded = _completion_budget(body, "max_output_tokens")
+    prompt = (
+        _estimate_input_items(value) if isinstance(value, list) else estimate_text_tokens(value) + TOKENS_REPLY_PRIMING
+    )
+    prompt += estimate_text_tokens(instructions or "") + estimate_request_extras(body)
+    return ParsedRequest({**forwarded, "store": False}, model, stream, True, prompt, budget, api="responses")

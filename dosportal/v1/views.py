@@ -15,7 +15,7 @@ from dosportal.v1.errors import ApiError
 from dosportal.v1.gateway import ApiCall
 from dosportal.v1.store import ModelRow, StoreUnavailable
 from dosportal.v1.upstream import is_development_model
-from dosportal.v1.validation import parse_chat, parse_completion, parse_embedding
+from dosportal.v1.validation import parse_chat, parse_completion, parse_embedding, parse_responses
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +92,20 @@ async def completions(call: ApiCall) -> HttpResponse:
 @api_endpoint("POST")
 async def embeddings(call: ApiCall) -> HttpResponse:
     return await gateway.proxy(call, endpoint="embeddings", kind=ServedModel.Kind.EMBEDDING, parse=parse_embedding)
+
+
+@api_endpoint("POST")
+async def responses(call: ApiCall) -> HttpResponse:
+    return await gateway.proxy(call, endpoint="responses", kind=ServedModel.Kind.CHAT, parse=parse_responses)
+
+
+@api_endpoint()
+async def response_by_id(call: ApiCall, response_id: str) -> HttpResponse:
+    await gateway.authenticate(call)
+    raise errors.not_found(
+        "This gateway keeps no responses: retrieving, deleting or cancelling one by id is not supported.",
+        "not_found",
+    )
 
 
 @api_endpoint()
