@@ -42,8 +42,8 @@ format: $(VENV)/.dev-installed
 
 ## Benchmarks: ratios against a baseline measured in the same run.
 bench: $(VENV)/.dev-installed
-	$(PY) bench/middleware.py
-	$(PY) -W ignore bench/asgi_inprocess.py
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -q wrk >/dev/null; } || echo "wrk missing: apt-get install wrk"
+	$(PY) bench/gateway.py
 	$(PY) bench/ratelimit.py
 
 clean:

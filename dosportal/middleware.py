@@ -12,10 +12,10 @@ class AsyncWhiteNoiseMiddleware(WhiteNoiseMiddleware):
     """WhiteNoise that does not force an async request through a thread.
 
     WhiteNoiseMiddleware is sync-only, so under ASGI Django would run it (and with
-    it every /v1 request) through sync_to_async. This subclass is async-capable:
+    it every dashboard request) through sync_to_async. This subclass is async-capable:
     paths outside STATIC_URL pass straight through; only static files take the
-    thread hop, for WhiteNoise's file lookup and response. `bench/middleware.py`
-    measures the difference.
+    thread hop, for WhiteNoise's file lookup and response. (`/v1` never reaches it:
+    dosportal.asgi routes the API past every middleware.)
     """
 
     sync_capable = True
