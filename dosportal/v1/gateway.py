@@ -143,10 +143,10 @@ async def list_models(call: ApiCall) -> list[ModelRow]:
 
 async def get_model(call: ApiCall, name: str) -> ModelRow:
     caller, model, _ = await authenticate(call, model=lookup_name(name))
+    if model is None:  # refused before admission: a 404 takes no rate-limit slot
+        raise errors.model_not_found(name)
     await admit(call, caller, token_cost=0)
     await get_store().touch(caller)
-    if model is None:
-        raise errors.model_not_found(name)
     return model
 
 

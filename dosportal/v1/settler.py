@@ -139,6 +139,13 @@ class Settler:
         except StoreUnavailable:
             self._keep(settlement)
             return False
+        except Exception:
+            # Not an outage: a settlement the database refuses. Inputs are bounded so this should
+            # not happen; if it does, the call was still served, so keep it (and say so loudly)
+            # rather than answer 500 — `balance` reports its hold until an operator looks.
+            logger.exception("settlement of %s refused by the database; kept for retry", settlement.request_id)
+            self._keep(settlement)
+            return False
 
     def _keep(self, settlement: Settlement) -> None:
         logger.warning("settlement of %s kept for retry: the database is unavailable", settlement.request_id)
@@ -170,6 +177,9 @@ class Settler:
             try:
                 await self.store.settle(settlement)
             except StoreUnavailable:
+                return False
+            except Exception:
+                logger.exception("settlement of %s refused by the database again", settlement.request_id)
                 return False
             self.waiting.pop(hold_id, None)
             self.spool.done(hold_id)

@@ -199,7 +199,7 @@ class PgStore:
             if probe or self.pool.get_stats().get("pool_size", 0) == 0:
                 self._trip(error)  # no connection could be made at all: the server is away
             raise StoreUnavailable(str(error)) from error  # busy, not down: only this call fails
-        except (psycopg.OperationalError, OSError) as error:
+        except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as error:
             self._trip(error)
             raise StoreUnavailable(str(error)) from error
         finally:

@@ -78,20 +78,33 @@ def _check_values(value: Any) -> None:
             stack.extend((child, depth + 1) for child in item)
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise _NotJson(f"{text} is out of range for a JSON number")
+    return value
+
+
 def parse_json_body(raw: bytes) -> dict[str, Any]:
-    """The body as a JSON object, or the API's 400. NaN and Infinity are not JSON; neither
-    is a lone surrogate; nesting is bounded (a deeply nested body would exhaust the stack)."""
+    """The body as a JSON object, or the API's 400. The body must be UTF-8 (strictly: an
+    encoded lone surrogate is not); NaN, Infinity and numbers that overflow to infinity are
+    not JSON; neither is an escaped lone surrogate; nesting is bounded (a deeply nested body
+    would exhaust the stack)."""
     if not raw.strip():
         raise errors.bad_request("The request body is empty; send a JSON object.", "invalid_json")
     try:
-        body = json.loads(raw, parse_constant=_reject_constant)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise errors.bad_request("The request body is not valid UTF-8.", "invalid_json") from None
+    try:
+        body = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except _NotJson as error:
         raise errors.bad_request(f"The request body is not valid JSON: {error}.", "invalid_json") from None
     except RecursionError:
         raise errors.bad_request(
             f"The request body is nested deeper than {MAX_DEPTH} levels.", "invalid_json"
         ) from None
-    except (ValueError, UnicodeDecodeError):
+    except ValueError:
         raise errors.bad_request("The request body is not valid JSON.", "invalid_json") from None
     if not isinstance(body, dict):
         raise errors.bad_request("The request body must be a JSON object.", "invalid_json")
@@ -196,6 +209,16 @@ def _is_prompt(value: Any) -> bool:
     )
 
 
+def _check_tools(body: dict[str, Any]) -> None:
+    """`tools` and `functions`, when sent, are arrays of objects (the upstream judges the rest)."""
+    for field in ("tools", "functions"):
+        value = body.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+            raise _invalid(field, "an array of objects")
+
+
 def _check_content(index: int, content: Any) -> None:
     if content is None or isinstance(content, str):
         return
@@ -224,6 +247,7 @@ def parse_chat(body: dict[str, Any]) -> ParsedRequest:
                 raise errors.bad_request(f"Missing required parameter: 'messages[{index}].role'.", "missing_field")
             raise _invalid(f"messages[{index}].role", "a string")
         _check_content(index, message.get("content"))
+    _check_tools(body)
     stream, wants_usage = _stream_flags(body)
     budget, forwarded = _completion_budget(body, "max_completion_tokens", "max_tokens")
     prompt = estimate_chat_prompt_tokens(messages) + estimate_request_extras(body)
@@ -307,6 +331,7 @@ def parse_responses(body: dict[str, Any]) -> ParsedRequest:
         )
     if body.get("background"):
         raise errors.bad_request("Background responses are not supported by this gateway.", "invalid_value")
+    _check_tools(body)
     stream = body.get("stream", False)
     if stream is None:
         stream = False
