@@ -41,7 +41,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
-BENCH_DB = "dosportal_bench"
+BENCH_DB = os.environ.get("BENCH_DATABASE", "dosportal_bench")
 CHAT_BODY = '{"model":"dos-ai","messages":[{"role":"user","content":"Say hello"}],"max_tokens":16}'
 
 
