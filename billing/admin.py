@@ -12,6 +12,7 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -20,7 +21,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
 from billing.forms import GrantCreditsForm, ServedModelAdminForm
-from billing.models import CreditAccount, CreditHold, LedgerEntry, ServedModel, UsageRecord
+from billing.models import CreditAccount, CreditHold, LedgerEntry, ServedModel, UpstreamEndpoint, UsageRecord
 from billing.money import format_usd
 from billing.selectors import ledger_sum_micros
 from billing.services import CreditError, credits_grant
@@ -44,9 +45,35 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class UpstreamEndpointInline(admin.TabularInline):
+    """The model's inference servers; the state column is what the workers last reported."""
+
+    model = UpstreamEndpoint
+    extra = 0
+    fields = ["base_url", "api_key", "weight", "is_active", "health"]
+    readonly_fields = ["health"]
+    formfield_overrides = {models.URLField: {"assume_scheme": "http"}}  # inference servers are often plain http
+    verbose_name = "upstream endpoint"
+    verbose_name_plural = "Upstream endpoints (none: every URL of DOS_AI_UPSTREAM_URL)"
+
+    @admin.display(description="state")
+    def health(self, obj: UpstreamEndpoint) -> str:
+        from dosportal.v1.pool import health_of
+
+        if obj.pk is None:
+            return "—"
+        reported = health_of(obj.base_url.rstrip("/"))
+        if not reported:
+            return "healthy (no failure reported)"
+        if reported["state"] == "healthy":
+            return "healthy"
+        return f"{reported['state']} ({reported['failures']} failures in a row, {reported['cooldown']:.0f} s cooldown)"
+
+
 @admin.register(ServedModel)
 class ServedModelAdmin(admin.ModelAdmin):
     form = ServedModelAdminForm
+    inlines = [UpstreamEndpointInline]
     list_display = ["name", "kind", "upstream", "input_price", "output_price", "is_active"]
     list_filter = ["kind", "is_active"]
     search_fields = ["name", "upstream_model"]

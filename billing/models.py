@@ -56,6 +56,34 @@ class ServedModel(models.Model):
         )
 
 
+class UpstreamEndpoint(models.Model):
+    """One inference server that serves a model. A model with several is a pool: the gateway
+    picks the least busy healthy one and fails over (dosportal.v1.pool). A model with none is
+    served by `DOS_AI_UPSTREAM_URL` (every model on every URL listed there)."""
+
+    served_model = models.ForeignKey(ServedModel, on_delete=models.CASCADE, related_name="endpoints")
+    base_url = models.URLField(
+        "base URL", max_length=300, help_text="OpenAI-compatible base URL, e.g. http://vllm-1:8000/v1"
+    )
+    api_key = models.CharField(
+        "API key", max_length=500, blank=True, help_text="Sent to this server as Authorization: Bearer."
+    )
+    weight = models.PositiveSmallIntegerField(
+        default=1, help_text="Relative share of traffic: a weight-2 server takes twice the requests in flight."
+    )
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["served_model", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["served_model", "base_url"], name="upstream_endpoint_unique_url"),
+            models.CheckConstraint(condition=Q(weight__gte=1) & Q(weight__lte=1000), name="upstream_weight_range"),
+        ]
+
+    def __str__(self) -> str:
+        return self.base_url
+
+
 class CreditAccount(models.Model):
     """The balance of one account, kept equal to the sum of its ledger in every transaction.
 

@@ -187,12 +187,17 @@ if envbool("SECURE_PROXY_SSL_HEADER", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # --- The /v1 gateway -------------------------------------------------------------
-DOS_AI_UPSTREAM_URL = envstr("DOS_AI_UPSTREAM_URL").rstrip("/")
+DOS_AI_UPSTREAM_URL = envstr("DOS_AI_UPSTREAM_URL")  # one base URL, or a comma-separated pool
 DOS_AI_UPSTREAM_API_KEY = envstr("DOS_AI_UPSTREAM_API_KEY")
 DOS_AI_UPSTREAM_CONNECT_TIMEOUT = envfloat("DOS_AI_UPSTREAM_CONNECT_TIMEOUT", 5.0, minimum=0.001)
 DOS_AI_UPSTREAM_TIMEOUT = envfloat("DOS_AI_UPSTREAM_TIMEOUT", 600.0, minimum=0.001)
 DOS_AI_UPSTREAM_MAX_CONNECTIONS = envint("DOS_AI_UPSTREAM_MAX_CONNECTIONS", 1000, minimum=1)
 DOS_AI_UPSTREAM_MAX_KEEPALIVE = envint("DOS_AI_UPSTREAM_MAX_KEEPALIVE", 200, minimum=0)
+# Several upstreams (dosportal.v1.pool): failover within a deadline, health by failures in a row.
+DOS_AI_UPSTREAM_DEADLINE = envfloat("DOS_AI_UPSTREAM_DEADLINE", DOS_AI_UPSTREAM_TIMEOUT, minimum=0.001)
+DOS_AI_UPSTREAM_FAILURE_THRESHOLD = envint("DOS_AI_UPSTREAM_FAILURE_THRESHOLD", 3, minimum=1)
+DOS_AI_UPSTREAM_PROBE_SECONDS = envfloat("DOS_AI_UPSTREAM_PROBE_SECONDS", 0.0, minimum=0)
+DOS_AI_UPSTREAM_CATALOGUE_SECONDS = envfloat("DOS_AI_UPSTREAM_CATALOGUE_SECONDS", 5.0, minimum=0)
 DOS_AI_ALLOW_DEV_MODEL = envbool("DOS_AI_ALLOW_DEV_MODEL", DEBUG)
 if not DOS_AI_UPSTREAM_URL and not DOS_AI_ALLOW_DEV_MODEL:
     raise ImproperlyConfigured(

@@ -33,7 +33,8 @@ class FakeUpstream(ThreadingHTTPServer):
         self.reset()
 
     def reset(self) -> None:
-        self.mode = "ok"  # ok | error500 | context_length | unauthorized | garbage | no_usage | truncate
+        # ok | error500 | context_length | unauthorized | garbage | no_usage | truncate (= cut: streams stop early)
+        self.mode = "ok"
         self.chunk_delay = 0.0
         self.response_delay = 0.0
         self.requests: list[dict[str, Any]] = []
@@ -142,6 +143,8 @@ class _Handler(BaseHTTPRequestHandler):
 
         events = [{**base, "choices": [choice(word, None)]} for word in REPLY_WORDS]
         events.append({**base, "choices": [choice(None, "stop")]})
+        if self.server.mode in ("cut", "truncate"):  # two words, then the connection just ends
+            events = events[:2]
         wants_usage = (body.get("stream_options") or {}).get("include_usage")
         if wants_usage and self.server.mode != "no_usage":
             events.append({**base, "choices": [], "usage": self._usage()})
@@ -151,7 +154,8 @@ class _Handler(BaseHTTPRequestHandler):
                     time.sleep(self.server.chunk_delay)
                 self.wfile.write(b"data: " + json.dumps(event).encode() + b"\n\n")
                 self.wfile.flush()
-            self.wfile.write(b"data: [DONE]\n\n")
+            if self.server.mode not in ("cut", "truncate"):
+                self.wfile.write(b"data: [DONE]\n\n")
             self.wfile.flush()
             self.server.stream_finished.set()
         except (BrokenPipeError, ConnectionResetError):

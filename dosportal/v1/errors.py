@@ -11,13 +11,24 @@ if TYPE_CHECKING:
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, type_: str, code: str, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str,
+        code: str,
+        headers: dict[str, str] | None = None,
+        *,
+        retryable: bool = False,
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
         self.type = type_
         self.code = code
         self.headers = headers or {}
+        # An upstream failure another endpoint might not have (unreachable, 5xx, 429, time-out).
+        self.retryable = retryable
 
     def response(self) -> JsonResponse:
         response = error_response(self.status, self.message, self.type, self.code)
@@ -67,12 +78,16 @@ def insufficient_balance() -> ApiError:
     )
 
 
-def upstream_unavailable(message: str = "The inference server is unavailable. Try again shortly.") -> ApiError:
-    return ApiError(502, message, "upstream_error", "upstream_unavailable")
+def upstream_unavailable(
+    message: str = "The inference server is unavailable. Try again shortly.", *, retryable: bool = False
+) -> ApiError:
+    return ApiError(502, message, "upstream_error", "upstream_unavailable", retryable=retryable)
 
 
-def upstream_timeout() -> ApiError:
-    return ApiError(504, "The inference server did not answer in time.", "upstream_error", "upstream_timeout")
+def upstream_timeout(*, retryable: bool = False) -> ApiError:
+    return ApiError(
+        504, "The inference server did not answer in time.", "upstream_error", "upstream_timeout", retryable=retryable
+    )
 
 
 def internal_error() -> ApiError:

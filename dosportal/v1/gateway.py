@@ -36,10 +36,11 @@ from apikeys.keys import hash_key, is_well_formed
 from billing.settlement import MAX_COST_MICROS, Settlement, believable_tokens
 from dosportal.v1 import errors, ratelimit, responses
 from dosportal.v1.errors import ApiError
+from dosportal.v1.pool import upstream_for
 from dosportal.v1.settler import get_settler
 from dosportal.v1.store import Caller, ModelRow, get_store
 from dosportal.v1.tokens import estimate_text_tokens
-from dosportal.v1.upstream import UpstreamStream, UpstreamStreamError, get_upstream
+from dosportal.v1.upstream import UpstreamStream, UpstreamStreamError
 from dosportal.v1.validation import ParsedRequest, lookup_name, parse_json_body, read_json_body
 
 logger = logging.getLogger(__name__)
@@ -277,7 +278,7 @@ async def proxy(call: ApiCall, *, endpoint: str, kind: str, parse: Callable[[dic
 
     metered = Metered(call, endpoint, caller, model, parsed, hold_id)
     upstream_body = {**parsed.body, "model": model.upstream_name}
-    upstream = get_upstream()
+    upstream = await upstream_for(model.id)
     if not parsed.stream:
         return await _complete(metered, upstream, upstream_body)
     if parsed.api != "responses":

@@ -37,7 +37,7 @@ from psycopg.rows import tuple_row
 from accounts.models import User, effective_limits
 from apikeys.models import ApiKey
 from billing import hotpath
-from billing.models import ServedModel
+from billing.models import ServedModel, UpstreamEndpoint
 from billing.money import cost_micros
 from billing.settlement import Settlement
 from dosportal.v1.loops import PerEventLoop
@@ -107,6 +107,9 @@ class Lookup:
     catalogue: list[ModelRow]  # every active model, only when asked for
 
 
+EndpointCatalogue = dict[int, list[tuple[str, str, int]]]  # model id → [(base URL, API key, weight)]
+
+
 class Store(Protocol):
     async def lookup(self, hashed_key: str, *, model: str | None = None, catalogue: bool = False) -> Lookup: ...
 
@@ -115,6 +118,30 @@ class Store(Protocol):
     async def touch(self, caller: Caller) -> None: ...
 
     async def settle(self, settlement: Settlement) -> None: ...
+
+    async def endpoints(self) -> EndpointCatalogue: ...
+
+
+class _CatalogueCache:
+    """The upstream endpoints of every model, read at most once per
+    `DOS_AI_UPSTREAM_CATALOGUE_SECONDS` per worker: they change when an admin edits them."""
+
+    def __init__(self) -> None:
+        self.value: EndpointCatalogue = {}
+        self.read_at = -1e9
+
+    async def get(self, load: Any) -> EndpointCatalogue:
+        if time.monotonic() - self.read_at >= settings.DOS_AI_UPSTREAM_CATALOGUE_SECONDS:
+            self.value = await load()
+            self.read_at = time.monotonic()
+        return self.value
+
+
+def _catalogue(rows: Any) -> EndpointCatalogue:
+    catalogue: EndpointCatalogue = {}
+    for model_id, base_url, api_key, weight in rows:
+        catalogue.setdefault(model_id, []).append((base_url.rstrip("/"), api_key, weight))
+    return catalogue
 
 
 # --- PostgreSQL: psycopg's async pool ------------------------------------------------------
@@ -134,6 +161,10 @@ WHERE k.hashed_key = %(hashed_key)s AND k.revoked_at IS NULL
 """
 _CATALOGUE_SQL = f"""
 SELECT {_MODEL_COLUMNS} FROM {ServedModel._meta.db_table} m WHERE m.is_active ORDER BY m.name
+"""
+_ENDPOINTS_SQL = f"""
+SELECT e.served_model_id, e.base_url, e.api_key, e.weight FROM {UpstreamEndpoint._meta.db_table} e
+WHERE e.is_active ORDER BY e.id
 """
 _TOUCH_SQL = f"""
 UPDATE {ApiKey._meta.db_table} SET last_used_at = now()
@@ -174,6 +205,7 @@ class PgStore:
         # call at a time probes with a short wait until one succeeds.
         self.down_until = 0.0
         self.probing = False
+        self.catalogue = _CatalogueCache()
 
     async def _execute(self, sql: str, params: dict[str, Any], *, fetch: str = "one") -> Any:
         timeout, probe = self.timeout, False
@@ -242,6 +274,12 @@ class PgStore:
     async def settle(self, settlement: Settlement) -> None:
         await self._execute(hotpath.SETTLE_SQL, hotpath.settle_params(settlement))
 
+    async def endpoints(self) -> EndpointCatalogue:
+        async def load() -> EndpointCatalogue:
+            return _catalogue(await self._execute(_ENDPOINTS_SQL, {}, fetch="all"))
+
+        return await self.catalogue.get(load)
+
     async def close(self) -> None:
         if self.opened:
             await self.pool.close()
@@ -266,6 +304,18 @@ def _in_thread(function: Any) -> Any:
 
 
 class OrmStore:
+    def __init__(self) -> None:
+        self.catalogue = _CatalogueCache()
+
+    @staticmethod
+    @_in_thread
+    def _endpoints() -> EndpointCatalogue:
+        rows = UpstreamEndpoint.objects.filter(is_active=True).order_by("id")
+        return _catalogue(rows.values_list("served_model_id", "base_url", "api_key", "weight"))
+
+    async def endpoints(self) -> EndpointCatalogue:
+        return await self.catalogue.get(self._endpoints)
+
     @staticmethod
     @_in_thread
     def _lookup(hashed_key: str, model: str | None, catalogue: bool) -> Lookup:

@@ -17,7 +17,6 @@ from django.conf import settings
 
 from dosportal.v1 import errors
 from dosportal.v1.errors import ApiError
-from dosportal.v1.loops import PerEventLoop
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +65,9 @@ def map_upstream_status(status: int, content: bytes) -> ApiError:
             code or "upstream_rejected",
         )
     if status in (408,):
-        return errors.upstream_timeout()
+        return errors.upstream_timeout(retryable=True)
     logger.warning("upstream answered HTTP %s: %s", status, message[:200])
-    return errors.upstream_unavailable()
+    return errors.upstream_unavailable(retryable=status >= 500 or status == 429)
 
 
 def _event_data(event: bytes) -> bytes | None:
@@ -117,14 +116,15 @@ class HttpStream:
 
 @contextlib.contextmanager
 def _connection_errors() -> Iterator[None]:
-    """Until the response starts: timeouts are 504, anything else on the wire 502."""
+    """Until the response starts: timeouts are 504, anything else on the wire 502 — both worth
+    another endpoint's try (dosportal.v1.pool)."""
     try:
         yield
     except httpx.TimeoutException as error:
-        raise errors.upstream_timeout() from error
+        raise errors.upstream_timeout(retryable=True) from error
     except httpx.HTTPError as error:
         logger.warning("upstream unreachable: %r", error)
-        raise errors.upstream_unavailable() from error
+        raise errors.upstream_unavailable(retryable=True) from error
 
 
 class HttpUpstream:
@@ -146,9 +146,17 @@ class HttpUpstream:
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_keepalive),
         )
 
-    async def request(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _timeout(self, seconds: float | None) -> httpx.Timeout | None:
+        """This attempt's timeout: the client's, cut to what is left of the call's deadline."""
+        if seconds is None:
+            return None
+        default = self.client.timeout
+        read = min(default.read or seconds, seconds)
+        return httpx.Timeout(read, connect=min(default.connect or seconds, seconds), pool=default.pool)
+
+    async def request(self, path: str, body: dict[str, Any], *, timeout: float | None = None) -> dict[str, Any]:
         with _connection_errors():
-            response = await self.client.post(path, json=body)
+            response = await self.client.post(path, json=body, timeout=self._timeout(timeout))
         if response.status_code >= 400:
             raise map_upstream_status(response.status_code, response.content)
         try:
@@ -159,8 +167,10 @@ class HttpUpstream:
             raise errors.upstream_unavailable("The inference server sent an unexpected response.")
         return payload
 
-    async def open_stream(self, path: str, body: dict[str, Any]) -> HttpStream:
-        request = self.client.build_request("POST", path, json=body, headers={"Accept": "text/event-stream"})
+    async def open_stream(self, path: str, body: dict[str, Any], *, timeout: float | None = None) -> HttpStream:
+        request = self.client.build_request(
+            "POST", path, json=body, headers={"Accept": "text/event-stream"}, timeout=self._timeout(timeout)
+        )
         with _connection_errors():
             response = await self.client.send(request, stream=True)
         if response.status_code >= 400:
@@ -170,13 +180,24 @@ class HttpUpstream:
                 content = b""
             await response.aclose()
             raise map_upstream_status(response.status_code, content)
+        # The time-out that bounded waiting for the headers must not bound the stream: from here
+        # each read waits up to the client's own read time-out.
+        response.request.extensions["timeout"] = self.client.timeout.as_dict()
         return HttpStream(response)
 
+    async def probe(self, timeout: float) -> bool:
+        """`GET {base}/models` answers 2xx: the server is up."""
+        try:
+            response = await self.client.get("models", timeout=timeout)
+        except httpx.HTTPError:
+            return False
+        return response.status_code < 300
 
-def _http_upstream() -> HttpUpstream:
+
+def http_upstream(base_url: str, api_key: str) -> HttpUpstream:
     return HttpUpstream(
-        settings.DOS_AI_UPSTREAM_URL,
-        settings.DOS_AI_UPSTREAM_API_KEY,
+        base_url,
+        api_key,
         connect_timeout=settings.DOS_AI_UPSTREAM_CONNECT_TIMEOUT,
         read_timeout=settings.DOS_AI_UPSTREAM_TIMEOUT,
         max_connections=settings.DOS_AI_UPSTREAM_MAX_CONNECTIONS,
@@ -184,19 +205,12 @@ def _http_upstream() -> HttpUpstream:
     )
 
 
-_http_upstreams = PerEventLoop(_http_upstream)
+def configured_urls() -> list[str]:
+    """`DOS_AI_UPSTREAM_URL`: one base URL, or a comma-separated pool of them."""
+    return [url.strip().rstrip("/") for url in settings.DOS_AI_UPSTREAM_URL.split(",") if url.strip()]
 
 
 def is_development_model() -> bool:
-    """The one place that decides: no upstream configured means the built-in development model."""
-    return not settings.DOS_AI_UPSTREAM_URL
-
-
-def get_upstream() -> Upstream:
-    """The configured server (one shared client per worker: see dosportal.v1.loops), or the
-    built-in development model."""
-    if is_development_model():
-        from dosportal.v1.devmodel import DevelopmentModel
-
-        return DevelopmentModel(delay=settings.DOS_AI_DEV_MODEL_DELAY)
-    return _http_upstreams.get()
+    """The one place that decides: no upstream configured means the built-in development model
+    (for models without endpoints of their own in the admin)."""
+    return not configured_urls()
