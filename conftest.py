@@ -48,11 +48,12 @@ def outsider(db: None) -> User:
 
 def record_sign_in(client: Client, user: User) -> None:
     """force_login skips the sign-in form; record in the session what the form would have
-    (allauth's list of how this session authenticated), so steps that need a recent
-    sign-in (creating a key) see one."""
+    (allauth's list of how this session authenticated, and when it was last seen), so steps
+    that need a recent sign-in (creating a key) see one."""
     session = client.session
     session["account_authentication_methods"] = [{"method": "password", "at": time.time(), "email": user.email}]
     session["account_authentication_methods_user"] = str(user.pk)
+    session["dos_session_seen_at"] = time.time()
     session.save()
 
 

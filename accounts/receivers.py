@@ -15,6 +15,7 @@ from django.contrib.auth.signals import user_login_failed
 from django.dispatch import receiver
 from django.http import HttpRequest
 
+from accounts.middleware import mark_session_seen
 from accounts.models import SecurityEvent, User
 from accounts.notices import notice_send
 from accounts.security import SecurityContext, security_event_record
@@ -36,6 +37,7 @@ def on_signed_in(sender: type, request: HttpRequest, user: User, **kwargs: Any) 
     # A device is known by its browser (user agent). The first sign-in ever needs no notice.
     is_new_device = earlier.exists() and not earlier.filter(user_agent=user_agent).exists()
     context = _record(user, Kind.SIGNED_IN, request)
+    mark_session_seen(request)  # allauth has just recorded the session with its sign-in time
     if is_new_device:
         notice_send(user=user, template="new_sign_in", context=context, extra={})
 

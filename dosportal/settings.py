@@ -61,7 +61,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "allauth.account.middleware.AccountMiddleware",
-    "allauth.usersessions.middleware.UserSessionsMiddleware",
+    # "Last seen" of the session list, at most one write per session every 5 minutes.
+    "accounts.middleware.SessionLastSeenMiddleware",
 ]
 
 ROOT_URLCONF = "dosportal.urls"
@@ -210,7 +211,7 @@ MFA_PASSKEY_LOGIN_ENABLED = False
 MFA_WEBAUTHN_ALLOW_INSECURE_ORIGIN = DEBUG
 MFA_TOTP_ISSUER = "DOS AI"
 MFA_RECOVERY_CODE_COUNT = 10
-USERSESSIONS_TRACK_ACTIVITY = True
+USERSESSIONS_TRACK_ACTIVITY = False  # accounts.middleware does it, throttled
 # Staff must have two-factor turned on before the Django admin lets them in.
 DOS_AI_REQUIRE_2FA_FOR_STAFF = envbool("DOS_AI_REQUIRE_2FA_FOR_STAFF", not DEBUG)
 # Addresses/CIDRs of reverse proxies whose X-Forwarded-For is believed (dosportal/clientip.py).
