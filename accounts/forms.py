@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from django import forms
 from django.contrib.auth.forms import PasswordChangeForm, SetPasswordForm
 
 # A plain summary of AUTH_PASSWORD_VALIDATORS for the forms that set a password; the

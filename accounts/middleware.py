@@ -36,7 +36,7 @@ def _touch(request: HttpRequest) -> None:
 
 
 @sync_and_async_middleware
-def SessionLastSeenMiddleware(  # noqa: N802 - a middleware factory, named like a class in MIDDLEWARE
+def SessionLastSeenMiddleware(
     get_response: Callable[[HttpRequest], HttpResponse],
 ) -> Callable[[HttpRequest], HttpResponse]:
     if iscoroutinefunction(get_response):

@@ -86,9 +86,7 @@ def on_authenticator_added(sender: type, request: HttpRequest, user: User, authe
 
 
 @receiver(mfa_signals.authenticator_removed, dispatch_uid="accounts-mfa-removed")
-def on_authenticator_removed(
-    sender: type, request: HttpRequest, user: User, authenticator: Any, **kwargs: Any
-) -> None:
+def on_authenticator_removed(sender: type, request: HttpRequest, user: User, authenticator: Any, **kwargs: Any) -> None:
     if kind := _REMOVED.get(authenticator.type):
         _record(user, kind, request)
 

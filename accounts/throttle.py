@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from datetime import timedelta
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
@@ -48,7 +48,9 @@ class Throttle:
 
 LOGIN = Throttle("accounts.login", "login", "DOS_AI_LOGIN_RATE", "DOS_AI_LOGIN_EMAIL_RATE")
 SIGNUP = Throttle("accounts.signup", "email", "DOS_AI_SIGNUP_RATE", "DOS_AI_SIGNUP_RATE")
-PASSWORD_RESET = Throttle("accounts.password_reset", "email", "DOS_AI_PASSWORD_RESET_RATE", "DOS_AI_PASSWORD_RESET_RATE")
+PASSWORD_RESET = Throttle(
+    "accounts.password_reset", "email", "DOS_AI_PASSWORD_RESET_RATE", "DOS_AI_PASSWORD_RESET_RATE"
+)
 
 
 def throttle_ip(request: HttpRequest) -> str:

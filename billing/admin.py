@@ -19,9 +19,9 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
-from billing.forms import GrantCreditsForm, ServedModelAdminForm
 from accounts.models import SecurityEvent
 from accounts.security import security_event_record
+from billing.forms import GrantCreditsForm, ServedModelAdminForm
 from billing.models import CreditAccount, CreditHold, LedgerEntry, ServedModel, UsageRecord
 from billing.money import format_usd
 from billing.selectors import ledger_sum_micros

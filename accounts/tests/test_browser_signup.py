@@ -1,4 +1,4 @@
-"""A new user signs up through the real form in Debian's chromium, confirms the emailed link, and lands on the overview."""
+"""A new user signs up in Debian's chromium, confirms the emailed link, and lands on the overview."""
 
 from __future__ import annotations
 

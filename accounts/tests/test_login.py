@@ -36,7 +36,9 @@ def test_it_refuses_a_wrong_password(client: Client, owner: User) -> None:
     response = client.post("/login/", {"login": "owner@example.com", "password": "not the password"})
 
     assert response.status_code == 200
-    assert response.context["form"].non_field_errors() == ["The email address and/or password you specified are not correct."]
+    assert response.context["form"].non_field_errors() == [
+        "The email address and/or password you specified are not correct."
+    ]
     assert b"The email address and/or password you specified are not correct." in response.content
     assert "_auth_user_id" not in client.session
     owner.refresh_from_db()
@@ -47,7 +49,9 @@ def test_it_refuses_an_unknown_email_with_the_same_message(client: Client, passw
     response = client.post("/login/", {"login": "nobody@example.com", "password": password})
 
     assert response.status_code == 200
-    assert response.context["form"].non_field_errors() == ["The email address and/or password you specified are not correct."]
+    assert response.context["form"].non_field_errors() == [
+        "The email address and/or password you specified are not correct."
+    ]
     assert "_auth_user_id" not in client.session
 
 

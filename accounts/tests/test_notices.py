@@ -60,7 +60,7 @@ def smtp_server() -> Iterator[list]:
     received: list = []
 
     class Collector:
-        async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
+        async def handle_DATA(self, server, session, envelope):
             received.append(envelope)
             return "250 OK"
 

@@ -24,12 +24,18 @@ def kinds(user: User) -> list[str]:
 
 def test_a_sign_in_is_logged_with_ip_and_browser(client: Client, owner: User, password: str) -> None:
     client.post(
-        "/login/", {"login": owner.email, "password": password}, REMOTE_ADDR="203.0.113.5", HTTP_USER_AGENT="Firefox/140"
+        "/login/",
+        {"login": owner.email, "password": password},
+        REMOTE_ADDR="203.0.113.5",
+        HTTP_USER_AGENT="Firefox/140",
     )
 
     event = SecurityEvent.objects.get(user=owner)
     assert (event.kind, event.ip_address, event.user_agent, event.actor_label) == (
-        "signed_in", "203.0.113.5", "Firefox/140", "You"
+        "signed_in",
+        "203.0.113.5",
+        "Firefox/140",
+        "You",
     )
 
 

@@ -176,8 +176,12 @@ def test_posting_other_email_fields_does_not_dodge_the_email_throttle(client: Cl
     for attempt in range(6):
         client.post(
             "/login/",
-            {"login": "target@example.com", "password": "guess", "email": f"decoy{attempt}@example.com",
-             "username": f"decoy{attempt}@example.com"},
+            {
+                "login": "target@example.com",
+                "password": "guess",
+                "email": f"decoy{attempt}@example.com",
+                "username": f"decoy{attempt}@example.com",
+            },
             REMOTE_ADDR=f"198.51.100.{attempt}",
         )
 
@@ -209,7 +213,10 @@ def test_a_stranger_cannot_lock_the_owner_out(client: Client, owner: User, passw
 def test_many_strangers_cannot_lock_the_owner_out_of_an_address_it_used_before(
     client: Client, owner: User, password: str
 ) -> None:
-    assert Client().post("/login/", {"login": owner.email, "password": password}, REMOTE_ADDR="192.0.2.10").status_code == 302
+    assert (
+        Client().post("/login/", {"login": owner.email, "password": password}, REMOTE_ADDR="192.0.2.10").status_code
+        == 302
+    )
     for attempt in range(8):  # past the per-email rate (6), from many addresses
         submit(client, LOGIN, owner.email, f"198.51.100.{attempt}")
     assert submit(client, LOGIN, owner.email, "198.51.100.200").status_code == 429
