@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from allauth.account import signals as account_signals
+from allauth.account.internal.flows.login import get_authentication_records, record_authentication
 from allauth.mfa import signals as mfa_signals
 from allauth.mfa.models import Authenticator
 from django.contrib.auth.signals import user_login_failed
@@ -37,6 +38,10 @@ def on_signed_in(sender: type, request: HttpRequest, user: User, **kwargs: Any) 
     # A device is known by its browser (user agent). The first sign-in ever needs no notice.
     is_new_device = earlier.exists() and not earlier.filter(user_agent=user_agent).exists()
     context = _record(user, Kind.SIGNED_IN, request)
+    if not get_authentication_records(request, user):
+        # Signed in by the confirmation link (allauth records no method for it): the link
+        # proves the email, which counts as a fresh sign-in for the steps that need one.
+        record_authentication(request, user, method="email_link")
     mark_session_seen(request)  # allauth has just recorded the session with its sign-in time
     if is_new_device:
         notice_send(user=user, template="new_sign_in", context=context, extra={})

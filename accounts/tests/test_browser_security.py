@@ -3,6 +3,7 @@ computed here), and signs in again with a code and with a recovery code. Screens
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def shoot(page, artifacts_dir: Path, name: str) -> None:
 
 
 def test_key_then_two_factor_then_sign_in_with_a_code_and_a_recovery_code(
-    live_server, page, artifacts_dir: Path
+    live_server, page, artifacts_dir: Path, settings
 ) -> None:
     from playwright.sync_api import expect
 
@@ -51,7 +52,7 @@ def test_key_then_two_factor_then_sign_in_with_a_code_and_a_recovery_code(
 
     # A key, right after signing in (a recent sign-in counts as confirmation).
     page.goto(f"{live_server.url}/keys/")
-    page.get_by_label("Name").fill("Laptop")
+    page.get_by_label("Key name").fill("Laptop")
     page.get_by_role("button", name="Create key").click()
     expect(page.locator(".key-value").first).to_contain_text("dos_sk_")
 
@@ -89,9 +90,25 @@ def test_key_then_two_factor_then_sign_in_with_a_code_and_a_recovery_code(
     page.get_by_role("button", name="Sign In").click()
     expect(page).to_have_url(f"{live_server.url}/")
 
+    # Minutes later, a new key first asks to confirm it's you, then comes back to the keys page.
+    settings.ACCOUNT_REAUTHENTICATION_TIMEOUT = 1
+    time.sleep(1.1)
+    page.goto(f"{live_server.url}/keys/")
+    page.get_by_label("Key name").fill("Phone")
+    page.get_by_role("button", name="Create key").click()
+    expect(page).to_have_url(re.compile(r"/accounts/reauthenticate/\?next=%2Fkeys%2F$"))
+    shoot(page, artifacts_dir, "reauthenticate")
+    settings.ACCOUNT_REAUTHENTICATION_TIMEOUT = 300
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Confirm").click()
+    expect(page).to_have_url(f"{live_server.url}/keys/")
+    page.get_by_label("Key name").fill("Phone")
+    page.get_by_role("button", name="Create key").click()
+    expect(page.locator(".key-reveal")).to_contain_text("Phone")
+
     user = User.objects.get(email=EMAIL)
     logged = list(SecurityEvent.objects.filter(user=user).order_by("id").values_list("kind", flat=True))
-    assert logged == ["signed_in", "key_created", "2fa_enabled", "signed_in", "signed_in"]
+    assert logged == ["signed_in", "key_created", "2fa_enabled", "signed_in", "signed_in", "key_created"]
     page.goto(f"{live_server.url}/settings/security/")
     expect(page.locator(".security-log")).to_contain_text("Two-factor turned on")
     shoot(page, artifacts_dir, "security-after")

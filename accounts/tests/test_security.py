@@ -222,3 +222,55 @@ def test_the_admin_signs_in_through_the_portal(client: Client) -> None:
 
     assert response.status_code == 302
     assert response["Location"] == "/login/?next=%2Fadmin%2F"
+
+
+def test_a_plan_change_in_the_admin_is_logged_as_by_an_administrator(admin_client, owner: User) -> None:
+    form = {
+        "email": owner.email,
+        "plan": "pro",
+        "requests_per_minute_override": "7",
+        "tokens_per_minute_override": "700",
+        "is_active": "on",
+        "date_joined_0": "2026-01-01",
+        "date_joined_1": "00:00:00",
+    }
+    response = admin_client.post(f"/admin/accounts/user/{owner.pk}/change/", form)
+
+    assert response.status_code == 302
+    events = SecurityEvent.objects.filter(user=owner).order_by("id")
+    assert [(e.kind, e.detail, e.actor_label, e.actor.email) for e in events] == [
+        ("plan_changed", "free → pro", "An administrator", "admin@example.com"),
+        ("limits_changed", "7 requests and 700 tokens per minute", "An administrator", "admin@example.com"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "url", ["/accounts/email/", "/accounts/2fa/totp/activate/", "/accounts/2fa/webauthn/", "/accounts/password/change/"]
+)
+def test_allauths_pages_open_in_our_layout(client_for, owner: User, url: str) -> None:
+    client = client_for(owner)
+    session = client.session
+    session["account_authentication_methods"][0]["reauthenticated"] = True
+    session.save()
+
+    response = client.get(url)
+
+    assert response.status_code == 200
+    assert b'<nav class="mainnav" aria-label="Main">' in response.content
+    assert b"<script>" not in response.content  # no inline script (CSP)
+
+
+def test_the_migration_marks_existing_accounts_verified(owner: User) -> None:
+    import importlib
+
+    from django.apps import apps
+
+    EmailAddress.objects.filter(user=owner).delete()
+    migration = importlib.import_module("accounts.migrations.0003_existing_emails_verified")
+
+    migration.mark_verified(apps, None)
+    migration.mark_verified(apps, None)  # running it twice adds nothing
+
+    assert list(EmailAddress.objects.filter(user=owner).values_list("email", "verified", "primary")) == [
+        (owner.email, True, True)
+    ]

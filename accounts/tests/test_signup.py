@@ -21,6 +21,11 @@ def confirmation_link(mail_body: str) -> str:
     return match.group(1)
 
 
+def comparable(html: bytes, email: str) -> str:
+    """A page with its email and its (per-render) CSRF token blanked."""
+    return re.sub(r'"x-csrftoken": "[^"]+"', "", html.decode().replace(email, "EMAIL"))
+
+
 def sign_up(client: Client, email: str = "new@example.com", **extra: str):
     return client.post("/signup/", {"email": email, "password1": STRONG_PASSWORD, **extra})
 
@@ -105,14 +110,17 @@ def test_the_new_user_can_sign_in_with_the_chosen_password_once_confirmed(client
 def test_an_existing_email_gets_the_same_answer_and_the_owner_gets_a_mail(
     client: Client, owner: User, mailoutbox
 ) -> None:
+    new_page = Client().post("/signup/", {"email": "fresh@example.com", "password1": STRONG_PASSWORD}, follow=True)
     response = sign_up(client, "OWNER@example.com")
+    page = client.get(response["Location"])
 
     assert response.status_code == 302
     assert response["Location"] == "/accounts/confirm-email/"
-    assert User.objects.count() == 1
+    assert comparable(page.content, "owner@example.com") == comparable(new_page.content, "fresh@example.com")
+    assert User.objects.count() == 2
     assert "_auth_user_id" not in client.session
-    assert [mail.to for mail in mailoutbox] == [["owner@example.com"]]
-    assert "already" in mailoutbox[0].body.lower()
+    assert [mail.to for mail in mailoutbox] == [["fresh@example.com"], ["owner@example.com"]]
+    assert "already" in mailoutbox[1].body.lower()
 
 
 @pytest.mark.parametrize(
@@ -154,3 +162,13 @@ def test_it_sends_a_signed_in_user_to_the_overview(client_for, owner: User) -> N
 
     assert response.status_code == 302
     assert response["Location"] == "/"
+
+
+def test_the_confirmation_link_counts_as_a_fresh_sign_in_for_creating_a_key(client: Client, mailoutbox) -> None:
+    sign_up(client)
+    client.post(confirmation_link(mailoutbox[0].body))
+
+    response = client.post("/keys/create/", {"name": "First"})
+
+    assert response.status_code == 200
+    assert User.objects.get(email="new@example.com").api_keys.count() == 1
