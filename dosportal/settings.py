@@ -199,6 +199,9 @@ ACCOUNT_CHANGE_EMAIL = True
 ACCOUNT_LOGOUT_ON_PASSWORD_CHANGE = False
 ACCOUNT_LOGIN_ON_PASSWORD_RESET = False
 ACCOUNT_SESSION_REMEMBER = True  # as before: a sign-in lasts SESSION_COOKIE_AGE (two weeks)
+# Changing email (like turning two-factor off, allauth.mfa's default) needs an explicit
+# confirmation of the password or a second factor within the timeout.
+ACCOUNT_REAUTHENTICATION_REQUIRED = True
 ACCOUNT_REAUTHENTICATION_TIMEOUT = envint("DOS_AI_REAUTHENTICATION_SECONDS", 300, minimum=30)
 ACCOUNT_EMAIL_SUBJECT_PREFIX = "DOS AI: "
 ACCOUNT_DEFAULT_HTTP_PROTOCOL = "http" if DEBUG else "https"

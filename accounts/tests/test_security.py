@@ -3,6 +3,7 @@ and the gates on key creation (verified email, recent sign-in)."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -13,6 +14,7 @@ from django.test import Client
 
 from accounts.models import SecurityEvent, User
 from apikeys.models import ApiKey
+from billing.models import LedgerEntry
 from dosportal.clientip import parse_trusted_proxies
 
 pytestmark = pytest.mark.django_db
@@ -274,3 +276,48 @@ def test_the_migration_marks_existing_accounts_verified(owner: User) -> None:
     assert list(EmailAddress.objects.filter(user=owner).values_list("email", "verified", "primary")) == [
         (owner.email, True, True)
     ]
+
+
+def reauthenticated(client: Client) -> Client:
+    session = client.session
+    session["account_authentication_methods"][0]["reauthenticated"] = True
+    session.save()
+    return client
+
+
+def test_changing_email_asks_to_confirm_its_you_first(client_for, owner: User, mailoutbox) -> None:
+    response = client_for(owner).post("/accounts/email/", {"action_add": "", "email": "new@example.com"})
+
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/reauthenticate/")
+    assert not EmailAddress.objects.filter(email="new@example.com").exists()
+
+
+def test_a_changed_email_counts_only_once_confirmed_and_grants_no_second_credit(
+    client_for, owner: User, mailoutbox
+) -> None:
+    client = reauthenticated(client_for(owner))
+    client.post("/accounts/email/", {"action_add": "", "email": "new@example.com"})
+    body = next(m for m in mailoutbox if m.to == ["new@example.com"]).body
+    path = re.search(r"http://testserver(/accounts/confirm-email/[^/\s]+/)", body).group(1)
+
+    client.post(path)
+
+    owner.refresh_from_db()
+    assert owner.email == "new@example.com"
+    assert "email_changed" in kinds(owner)
+    assert LedgerEntry.objects.filter(user=owner).count() == 1
+
+
+def test_turning_two_factor_off_is_logged_and_mailed(client_for, owner: User, mailoutbox) -> None:
+    from allauth.mfa.totp.internal.auth import TOTP
+
+    TOTP.activate(owner, "JBSWY3DPEHPK3PXP")
+    client = reauthenticated(client_for(owner))
+
+    response = client.post("/accounts/2fa/totp/deactivate/")
+
+    assert response.status_code == 302
+    assert not Authenticator.objects.filter(user=owner, type=Authenticator.Type.TOTP).exists()
+    assert kinds(owner)[-1] == "2fa_disabled"
+    assert [m.subject for m in mailoutbox] == ["DOS AI: Authenticator App Deactivated"]
