@@ -112,3 +112,48 @@ def test_key_then_two_factor_then_sign_in_with_a_code_and_a_recovery_code(
     page.goto(f"{live_server.url}/settings/security/")
     expect(page.locator(".security-log")).to_contain_text("Two-factor turned on")
     shoot(page, artifacts_dir, "security-after")
+
+
+def test_a_security_key_is_added_and_signs_in(live_server, page, artifacts_dir: Path) -> None:
+    """WebAuthn with chromium's virtual authenticator (DevTools protocol): allauth's own JS, from static/."""
+    from playwright.sync_api import expect
+
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("WebAuthn.enable")
+    cdp.send(
+        "WebAuthn.addVirtualAuthenticator",
+        {
+            "options": {
+                "protocol": "ctap2",
+                "transport": "usb",
+                "hasResidentKey": True,
+                "hasUserVerification": True,
+                "isUserVerified": True,
+                "automaticPresenceSimulation": True,
+            }
+        },
+    )
+    User.objects.create_user(EMAIL, PASSWORD)
+    page.set_viewport_size({"width": 1280, "height": 900})
+    sign_in(page, live_server)
+    expect(page).to_have_url(f"{live_server.url}/")
+
+    page.goto(f"{live_server.url}/accounts/2fa/webauthn/add/")
+    if "/reauthenticate/" in page.url:
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Confirm").click()
+    expect(page.locator("h1")).to_have_text("Add Security Key")
+    shoot(page, artifacts_dir, "webauthn-add")
+    page.get_by_label("Name").fill("Test key")
+    page.get_by_role("button", name="Add").click()
+    expect(page.locator("#recovery_codes")).to_be_visible()  # the first second factor brings recovery codes
+
+    page.context.clear_cookies()
+    sign_in(page, live_server)
+    expect(page.locator("h1")).to_have_text("Two-Factor Authentication")
+    page.get_by_role("button", name="Use a security key").click()
+    expect(page).to_have_url(f"{live_server.url}/")
+
+    user = User.objects.get(email=EMAIL)
+    logged = list(SecurityEvent.objects.filter(user=user).order_by("id").values_list("kind", flat=True))
+    assert logged == ["signed_in", "passkey_added", "signed_in"]
