@@ -9,7 +9,7 @@ from django.http import HttpRequest
 
 from accounts.models import SecurityEvent, User
 from accounts.security import SecurityContext, security_event_record
-from accounts.services import account_open_verified, limits_summary
+from accounts.services import account_mark_email_verified, account_open_verified, limits_summary
 
 
 class PortalUserCreationForm(UserCreationForm):
@@ -55,6 +55,11 @@ class UserAdmin(BaseUserAdmin):
             account_open_verified(user=obj)
             return
         context = SecurityContext.from_request(request)
+        if before["email"] != obj.email:
+            account_mark_email_verified(user=obj)
+            security_event_record(
+                user=obj, kind=SecurityEvent.Kind.EMAIL_CHANGED, context=context, detail=f"now {obj.email}"
+            )
         if before["plan"] != obj.plan:
             security_event_record(
                 user=obj, kind=SecurityEvent.Kind.PLAN_CHANGED, context=context, detail=f"{before['plan']} → {obj.plan}"
@@ -66,7 +71,7 @@ class UserAdmin(BaseUserAdmin):
             )
 
 
-_LOGGED_FIELDS = ("plan", "requests_per_minute_override", "tokens_per_minute_override")
+_LOGGED_FIELDS = ("email", "plan", "requests_per_minute_override", "tokens_per_minute_override")
 
 
 @admin.register(SecurityEvent)

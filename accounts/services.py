@@ -54,15 +54,21 @@ def limits_summary(user: User) -> str:
 def account_open_verified(*, user: User) -> None:
     """An account made by an operator (create_user, createsuperuser, the admin's add form):
     its email counts as verified and it gets the starting credit at once."""
-    from allauth.account.models import EmailAddress
-
     from billing.services import credit_account_open
 
     with transaction.atomic():
-        EmailAddress.objects.update_or_create(
-            user=user, email=user.email.lower(), defaults={"verified": True, "primary": True}
-        )
+        account_mark_email_verified(user=user)
         credit_account_open(user=user)
+
+
+def account_mark_email_verified(*, user: User) -> None:
+    """The user's current email is verified and primary (an operator set it: there is no one to ask)."""
+    from allauth.account.models import EmailAddress
+
+    email = user.email.lower()
+    with transaction.atomic():
+        EmailAddress.objects.filter(user=user).exclude(email=email).update(primary=False)
+        EmailAddress.objects.update_or_create(user=user, email=email, defaults={"verified": True, "primary": True})
 
 
 def account_email_verified(*, user: User) -> None:

@@ -157,3 +157,29 @@ def test_a_security_key_is_added_and_signs_in(live_server, page, artifacts_dir: 
     user = User.objects.get(email=EMAIL)
     logged = list(SecurityEvent.objects.filter(user=user).order_by("id").values_list("kind", flat=True))
     assert logged == ["signed_in", "passkey_added", "signed_in"]
+
+
+def test_a_forgotten_password_is_reset_from_the_emailed_link(
+    live_server, page, artifacts_dir: Path, mailoutbox
+) -> None:
+    from playwright.sync_api import expect
+
+    User.objects.create_user(EMAIL, PASSWORD)
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto(f"{live_server.url}/login/")
+    page.get_by_role("link", name="Forgot password?").click()
+    shoot(page, artifacts_dir, "password-reset")
+    page.get_by_label("Email").fill(EMAIL)
+    page.get_by_role("button", name="Reset My Password").click()
+    expect(page).to_have_url(f"{live_server.url}/accounts/password/reset/done/")
+    shoot(page, artifacts_dir, "password-reset-done")
+
+    page.goto(re.search(r"https?://\S+/accounts/password/reset/key/\S+/", mailoutbox[-1].body).group(0))
+    shoot(page, artifacts_dir, "password-reset-from-key")
+    page.get_by_label("New Password", exact=True).fill("marble-orchard-compass-71")
+    page.get_by_label("New Password (again)").fill("marble-orchard-compass-71")
+    page.get_by_role("button", name="Change Password").click()
+    expect(page).to_have_url(f"{live_server.url}/accounts/password/reset/key/done/")
+
+    sign_in(page, live_server, "marble-orchard-compass-71")
+    expect(page).to_have_url(f"{live_server.url}/")

@@ -226,9 +226,9 @@ def test_the_admin_signs_in_through_the_portal(client: Client) -> None:
     assert response["Location"] == "/login/?next=%2Fadmin%2F"
 
 
-def test_a_plan_change_in_the_admin_is_logged_as_by_an_administrator(admin_client, owner: User) -> None:
+def test_changes_in_the_admin_are_logged_as_by_an_administrator(admin_client, owner: User) -> None:
     form = {
-        "email": owner.email,
+        "email": "renamed@example.com",
         "plan": "pro",
         "requests_per_minute_override": "7",
         "tokens_per_minute_override": "700",
@@ -241,8 +241,15 @@ def test_a_plan_change_in_the_admin_is_logged_as_by_an_administrator(admin_clien
     assert response.status_code == 302
     events = SecurityEvent.objects.filter(user=owner).order_by("id")
     assert [(e.kind, e.detail, e.actor_label, e.actor.email) for e in events] == [
+        ("email_changed", "now renamed@example.com", "An administrator", "admin@example.com"),
         ("plan_changed", "free → pro", "An administrator", "admin@example.com"),
         ("limits_changed", "7 requests and 700 tokens per minute", "An administrator", "admin@example.com"),
+    ]
+    # An operator's change of email counts as verified: the account keeps working.
+    addresses = EmailAddress.objects.filter(user=owner).order_by("email")
+    assert list(addresses.values_list("email", "verified", "primary")) == [
+        ("owner@example.com", True, False),
+        ("renamed@example.com", True, True),
     ]
 
 
