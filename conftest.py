@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
@@ -45,11 +46,23 @@ def outsider(db: None) -> User:
     return User.objects.create_user("outsider@example.com", PASSWORD)
 
 
+def record_sign_in(client: Client, user: User) -> None:
+    """force_login skips the sign-in form; record in the session what the form would have
+    (allauth's list of how this session authenticated, and when it was last seen), so steps
+    that need a recent sign-in (creating a key) see one."""
+    session = client.session
+    session["account_authentication_methods"] = [{"method": "password", "at": time.time(), "email": user.email}]
+    session["account_authentication_methods_user"] = str(user.pk)
+    session["dos_session_seen_at"] = time.time()
+    session.save()
+
+
 @pytest.fixture
 def client_for() -> Callable[[User], Client]:
     def make(user: User, **kwargs: object) -> Client:
         client = Client(**kwargs)
         client.force_login(user)
+        record_sign_in(client, user)
         return client
 
     return make

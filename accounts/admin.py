@@ -3,8 +3,13 @@ from __future__ import annotations
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.forms import UserChangeForm, UserCreationForm
+from django.db.models import Model
+from django.forms import ModelForm
+from django.http import HttpRequest
 
-from accounts.models import User
+from accounts.models import SecurityEvent, User
+from accounts.security import SecurityContext, security_event_record
+from accounts.services import account_mark_email_verified, account_open_verified, limits_summary
 
 
 class PortalUserCreationForm(UserCreationForm):
@@ -41,3 +46,55 @@ class UserAdmin(BaseUserAdmin):
         ("Dates", {"fields": ("last_login", "date_joined")}),
     )
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
+
+    def save_model(self, request: HttpRequest, obj: User, form: ModelForm, change: bool) -> None:
+        before = User.objects.filter(pk=obj.pk).values(*_LOGGED_FIELDS).first() if change else None
+        super().save_model(request, obj, form, change)
+        if not change:
+            # Made by an operator: verified and credited at once, like create_user.
+            account_open_verified(user=obj)
+            return
+        context = SecurityContext.from_request(request)
+        if before["email"] != obj.email:
+            account_mark_email_verified(user=obj)
+            security_event_record(
+                user=obj, kind=SecurityEvent.Kind.EMAIL_CHANGED, context=context, detail=f"now {obj.email}"
+            )
+        if before["plan"] != obj.plan:
+            security_event_record(
+                user=obj, kind=SecurityEvent.Kind.PLAN_CHANGED, context=context, detail=f"{before['plan']} → {obj.plan}"
+            )
+        limits_before = (before["requests_per_minute_override"], before["tokens_per_minute_override"])
+        if limits_before != (obj.requests_per_minute_override, obj.tokens_per_minute_override):
+            security_event_record(
+                user=obj, kind=SecurityEvent.Kind.LIMITS_CHANGED, context=context, detail=limits_summary(obj)
+            )
+
+
+_LOGGED_FIELDS = ("email", "plan", "requests_per_minute_override", "tokens_per_minute_override")
+
+
+@admin.register(SecurityEvent)
+class SecurityEventAdmin(admin.ModelAdmin):
+    """Read-only: the log is append-only, here as everywhere."""
+
+    list_display = ["created_at", "user", "kind", "actor_label", "ip_address", "detail"]
+    list_filter = ["kind", "by_administrator", "created_at"]
+    search_fields = ["user__email", "ip_address", "detail"]
+    list_select_related = ["user"]
+    date_hierarchy = "created_at"
+    fields = ["created_at", "user", "kind", "actor", "by_administrator", "ip_address", "user_agent", "detail"]
+    readonly_fields = fields
+
+    @admin.display(description="actor")
+    def actor_label(self, event: SecurityEvent) -> str:
+        return event.actor_label
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False

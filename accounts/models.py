@@ -25,14 +25,23 @@ class UserManager(BaseUserManager["User"]):
         return user
 
     def create_user(self, email: str, password: str | None = None, **extra_fields: object) -> User:
+        """For operators and scripts: the account is verified and credited at once (sign-up is allauth's)."""
+        from accounts.services import account_open_verified
+
         extra_fields.setdefault("is_staff", False)
         extra_fields.setdefault("is_superuser", False)
-        return self._create_user(email, password, **extra_fields)
+        user = self._create_user(email, password, **extra_fields)
+        account_open_verified(user=user)
+        return user
 
     def create_superuser(self, email: str, password: str | None = None, **extra_fields: object) -> User:
+        from accounts.services import account_open_verified
+
         extra_fields["is_staff"] = True
         extra_fields["is_superuser"] = True
-        return self._create_user(email, password, **extra_fields)
+        user = self._create_user(email, password, **extra_fields)
+        account_open_verified(user=user)
+        return user
 
 
 class User(AbstractBaseUser, PermissionsMixin):
@@ -78,3 +87,72 @@ class User(AbstractBaseUser, PermissionsMixin):
     @property
     def has_limit_override(self) -> bool:
         return self.requests_per_minute_override is not None or self.tokens_per_minute_override is not None
+
+
+class SecurityEventQuerySet(models.QuerySet["SecurityEvent"]):
+    def update(self, **kwargs: object) -> int:
+        raise TypeError("The security log is append-only")
+
+
+class SecurityEvent(models.Model):
+    """One line of an account's security log. Append-only: rows are written once, never changed.
+
+    `actor` is who did it: the account's owner, an administrator (another user, or None for
+    an operator's command), or None for a failed sign-in by an unknown person. Never a raw key:
+    `detail` names keys by their name and hint only.
+    """
+
+    class Kind(models.TextChoices):
+        SIGNED_IN = "signed_in", "Signed in"
+        SIGN_IN_FAILED = "sign_in_failed", "Failed sign-in"
+        SECOND_FACTOR_FAILED = "second_factor_failed", "Wrong two-factor code"
+        SIGNED_OUT_OTHER_SESSIONS = "sessions_ended", "Signed out other sessions"
+        EMAIL_VERIFIED = "email_verified", "Email verified"
+        EMAIL_CHANGED = "email_changed", "Email changed"
+        PASSWORD_CHANGED = "password_changed", "Password changed"
+        PASSWORD_RESET = "password_reset", "Password reset by email"
+        TWO_FACTOR_ENABLED = "2fa_enabled", "Two-factor turned on"
+        TWO_FACTOR_DISABLED = "2fa_disabled", "Two-factor turned off"
+        RECOVERY_CODES_GENERATED = "recovery_codes", "New recovery codes"
+        PASSKEY_ADDED = "passkey_added", "Security key added"
+        PASSKEY_REMOVED = "passkey_removed", "Security key removed"
+        KEY_CREATED = "key_created", "API key created"
+        KEY_ROLLED = "key_rolled", "API key rolled"
+        KEY_REVOKED = "key_revoked", "API key revoked"
+        KEY_UPDATED = "key_updated", "API key settings changed"
+        CREDIT_GRANTED = "credit_granted", "Credit granted"
+        LIMITS_CHANGED = "limits_changed", "Limits changed"
+        PLAN_CHANGED = "plan_changed", "Plan changed"
+
+    user = models.ForeignKey("accounts.User", on_delete=models.CASCADE, related_name="security_events")
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    actor = models.ForeignKey(
+        "accounts.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+", editable=False
+    )
+    by_administrator = models.BooleanField(default=False)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=300, blank=True)
+    detail = models.CharField(max_length=300, blank=True)
+
+    objects = SecurityEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["user", "-created_at"], name="securityevent_user_time_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} — {self.user} at {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        if self.pk is not None:
+            raise TypeError("The security log is append-only")
+        super().save(*args, **kwargs)
+
+    @property
+    def actor_label(self) -> str:
+        if self.by_administrator:
+            return "An administrator"
+        if self.kind in (self.Kind.SIGN_IN_FAILED, self.Kind.SECOND_FACTOR_FAILED):
+            return "Someone"
+        return "You"

@@ -3,21 +3,34 @@
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
+from django.db import transaction
 
-from accounts.models import User
+from accounts.models import SecurityEvent, User
+from accounts.security import SecurityContext, security_event_record
 from billing.plans import PLANS
 
 
-def account_set_plan(*, user: User, plan: str) -> User:
+def account_set_plan(*, user: User, plan: str, context: SecurityContext | None = None) -> User:
     """Change the plan; the next /v1 request is limited by it (limits are read per request)."""
     if plan not in PLANS:
         raise ValidationError(f"Unknown plan {plan!r}; choose one of {', '.join(PLANS)}.")
+    previous = user.plan
     user.plan = plan
     user.save(update_fields=["plan"])
+    if previous != plan:
+        security_event_record(
+            user=user, kind=SecurityEvent.Kind.PLAN_CHANGED, context=context, detail=f"{previous} → {plan}"
+        )
     return user
 
 
-def account_set_limits(*, user: User, requests_per_minute: int | None, tokens_per_minute: int | None) -> User:
+def account_set_limits(
+    *,
+    user: User,
+    requests_per_minute: int | None,
+    tokens_per_minute: int | None,
+    context: SecurityContext | None = None,
+) -> User:
     """Override the plan's limits for one account; None for both returns to the plan."""
     for label, value in (("requests per minute", requests_per_minute), ("tokens per minute", tokens_per_minute)):
         if value is not None and value < 1:
@@ -25,4 +38,48 @@ def account_set_limits(*, user: User, requests_per_minute: int | None, tokens_pe
     user.requests_per_minute_override = requests_per_minute
     user.tokens_per_minute_override = tokens_per_minute
     user.save(update_fields=["requests_per_minute_override", "tokens_per_minute_override"])
+    security_event_record(
+        user=user, kind=SecurityEvent.Kind.LIMITS_CHANGED, context=context, detail=limits_summary(user)
+    )
     return user
+
+
+def limits_summary(user: User) -> str:
+    """The security log's words for an account's limits after a change."""
+    if not user.has_limit_override:
+        return "back to the plan's limits"
+    return f"{user.requests_per_minute} requests and {user.tokens_per_minute} tokens per minute"
+
+
+def account_open_verified(*, user: User) -> None:
+    """An account made by an operator (create_user, createsuperuser, the admin's add form):
+    its email counts as verified and it gets the starting credit at once."""
+    from billing.services import credit_account_open
+
+    with transaction.atomic():
+        account_mark_email_verified(user=user)
+        credit_account_open(user=user)
+
+
+def account_mark_email_verified(*, user: User) -> None:
+    """The user's current email is verified and primary (an operator set it: there is no one to ask)."""
+    from allauth.account.models import EmailAddress
+
+    email = user.email.lower()
+    with transaction.atomic():
+        EmailAddress.objects.filter(user=user).exclude(email=email).update(primary=False)
+        EmailAddress.objects.update_or_create(user=user, email=email, defaults={"verified": True, "primary": True})
+
+
+def account_email_verified(*, user: User) -> None:
+    """A self-made account confirmed its email: the starting credit, once (credit_account_open
+    grants only when it opens the credit account, so a second confirmation grants nothing)."""
+    from billing.services import credit_account_open
+
+    credit_account_open(user=user)
+
+
+def account_has_verified_email(user: User) -> bool:
+    from allauth.account.models import EmailAddress
+
+    return EmailAddress.objects.filter(user=user, email__iexact=user.email, verified=True).exists()

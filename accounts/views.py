@@ -1,79 +1,35 @@
 from __future__ import annotations
 
+from allauth.account.internal.flows.password_change import finalize_password_change
+from allauth.account.models import EmailAddress
+from allauth.mfa.models import Authenticator
+from allauth.usersessions.internal.flows.sessions import end_other_sessions, end_sessions
+from allauth.usersessions.models import UserSession
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import login, update_session_auth_hash
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.urls import reverse_lazy
-from django.utils.decorators import method_decorator
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.http import require_POST
 
-from accounts.forms import AccountPasswordChangeForm, EmailAuthenticationForm, ResetSetPasswordForm, SignupForm
-from accounts.throttle import throttle
+from accounts.forms import AccountPasswordChangeForm
+from accounts.models import SecurityEvent
+from accounts.security import security_event_record
+from accounts.services import account_has_verified_email
 from apikeys.models import ApiKey
-from billing.money import format_usd, usd_to_micros
-from billing.plans import PLANS, PlanName
+from billing.money import format_usd
+from billing.plans import PLANS
 from billing.selectors import credit_account_for
-
-
-@sensitive_post_parameters("password")
-@throttle("accounts.signup", "DOS_AI_SIGNUP_RATE")
-def signup(request: HttpRequest) -> HttpResponse:
-    if request.user.is_authenticated:
-        return redirect("overview")
-    form = SignupForm(request.POST if request.method == "POST" else None)
-    if request.method == "POST" and form.is_valid():
-        user = form.save()
-        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-        messages.success(request, "Welcome to DOS AI. Your account is ready — create an API key to start.")
-        next_url = request.POST.get("next", "")
-        if url_has_allowed_host_and_scheme(next_url, {request.get_host()}, require_https=request.is_secure()):
-            return redirect(next_url)
-        return redirect("overview")
-    signup_credit_micros = usd_to_micros(settings.DOS_AI_SIGNUP_CREDIT_USD)
-    context = {
-        "form": form,
-        "free_plan": PLANS[PlanName.FREE],
-        "signup_credit": format_usd(signup_credit_micros) if signup_credit_micros else "",
-    }
-    return render(request, "accounts/signup.html", context)
-
-
-@method_decorator(throttle("accounts.login", "DOS_AI_LOGIN_RATE"), name="dispatch")
-class LoginView(auth_views.LoginView):
-    template_name = "accounts/login.html"
-    authentication_form = EmailAuthenticationForm
-    redirect_authenticated_user = True
 
 
 class LogoutView(auth_views.LogoutView):
     """POST only (Django refuses GET with 405), so a link or image cannot sign anyone out."""
 
 
-@method_decorator(throttle("accounts.password_reset", "DOS_AI_PASSWORD_RESET_RATE"), name="dispatch")
-class PasswordResetView(auth_views.PasswordResetView):
-    template_name = "accounts/password_reset.html"
-    email_template_name = "accounts/password_reset_email.txt"
-    subject_template_name = "accounts/password_reset_subject.txt"
-    success_url = reverse_lazy("password_reset_done")
-
-
-class PasswordResetDoneView(auth_views.PasswordResetDoneView):
-    template_name = "accounts/password_reset_done.html"
-
-
-class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
-    template_name = "accounts/password_reset_confirm.html"
-    form_class = ResetSetPasswordForm
-    success_url = reverse_lazy("password_reset_complete")
-
-
-class PasswordResetCompleteView(auth_views.PasswordResetCompleteView):
-    template_name = "accounts/password_reset_complete.html"
+logout = LogoutView.as_view()
 
 
 @login_required
@@ -82,6 +38,7 @@ def overview(request: HttpRequest) -> HttpResponse:
         "plan": request.user.plan_info,
         "balance": format_usd(credit_account_for(user=request.user).balance_micros),
         "active_key_count": ApiKey.objects.filter(owner=request.user).active().count(),
+        "email_verified": account_has_verified_email(request.user),
     }
     return render(request, "accounts/overview.html", context)
 
@@ -92,7 +49,52 @@ def account_settings(request: HttpRequest) -> HttpResponse:
     form = AccountPasswordChangeForm(request.user, request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         user = form.save()
-        update_session_auth_hash(request, user)
-        messages.success(request, "Your password has been changed.")
+        # Keeps this session, signs out the others, mails a notice and logs the change.
+        finalize_password_change(request, user)
         return redirect("settings")
     return render(request, "accounts/settings.html", {"form": form, "plans": PLANS.values()})
+
+
+@login_required
+def security(request: HttpRequest) -> HttpResponse:
+    """Two-factor, sessions and the security log, on one page."""
+    user = request.user
+    authenticators = {kind: [] for kind in Authenticator.Type.values}
+    for authenticator in Authenticator.objects.filter(user=user).order_by("created_at"):
+        authenticators[authenticator.type].append(authenticator)
+    recovery = authenticators[Authenticator.Type.RECOVERY_CODES]
+    events = Paginator(SecurityEvent.objects.filter(user=user), settings.DOS_AI_SECURITY_LOG_PAGE_SIZE)
+    context = {
+        "totp": authenticators[Authenticator.Type.TOTP][0] if authenticators[Authenticator.Type.TOTP] else None,
+        "recovery_codes_left": len(recovery[0].wrap().get_unused_codes()) if recovery else None,
+        "passkeys": authenticators[Authenticator.Type.WEBAUTHN],
+        "sessions": sorted(UserSession.objects.purge_and_list(user), key=lambda s: s.last_seen_at, reverse=True),
+        "emails": EmailAddress.objects.filter(user=user).order_by("-primary", "email"),
+        "events": events.get_page(request.GET.get("page")),
+    }
+    return render(request, "accounts/security.html", context)
+
+
+@require_POST
+@login_required
+def session_end(request: HttpRequest, session_id: int) -> HttpResponse:
+    """Sign out one session; another user's session is a 404, like one that does not exist."""
+    session = UserSession.objects.filter(pk=session_id, user=request.user).first()
+    if session is None:
+        raise Http404("No such session")
+    was_current = session.is_current()
+    end_sessions(request, [session])
+    if was_current:
+        return redirect("login")
+    security_event_record(user=request.user, kind=SecurityEvent.Kind.SIGNED_OUT_OTHER_SESSIONS, request=request)
+    messages.success(request, "That session is signed out.")
+    return redirect("security")
+
+
+@require_POST
+@login_required
+def sessions_end_others(request: HttpRequest) -> HttpResponse:
+    end_other_sessions(request, request.user)
+    security_event_record(user=request.user, kind=SecurityEvent.Kind.SIGNED_OUT_OTHER_SESSIONS, request=request)
+    messages.success(request, "Every other session is signed out.")
+    return redirect("security")

@@ -4,6 +4,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from accounts.security import SecurityContext
 from apikeys.models import ApiKey
 from apikeys.services import api_key_revoke
 
@@ -48,7 +49,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def revoke_selected(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         revoked = 0
         for api_key in queryset.filter(revoked_at__isnull=True):
-            api_key_revoke(api_key=api_key)
+            api_key_revoke(api_key=api_key, context=SecurityContext.from_request(request))
             revoked += 1
         noun = "key" if revoked == 1 else "keys"
         self.message_user(request, f"Revoked {revoked} {noun}.", messages.SUCCESS)

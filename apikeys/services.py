@@ -8,7 +8,9 @@ from django.core.exceptions import ValidationError
 from django.db.models import Q
 from django.utils import timezone
 
-from accounts.models import User
+from accounts.models import SecurityEvent, User
+from accounts.notices import notice_send
+from accounts.security import SecurityContext, security_event_record
 from apikeys.keys import generate_key, hash_key, is_well_formed, key_hint
 from apikeys.models import ApiKey
 
@@ -26,20 +28,32 @@ def clean_key_name(name: str) -> str:
     return name
 
 
-def api_key_create(*, owner: User, name: str) -> tuple[ApiKey, str]:
-    """Create a key and return it with the raw key, which exists only in this return value."""
+def api_key_create(*, owner: User, name: str, context: SecurityContext | None = None) -> tuple[ApiKey, str]:
+    """Create a key and return it with the raw key, which exists only in this return value.
+
+    Logged in the owner's security log and mailed to them (by name and hint, never the key);
+    `context` says who and from where (none: an operator's command)."""
     name = clean_key_name(name)
     raw_key = generate_key()
     api_key = ApiKey.objects.create(owner=owner, name=name, hashed_key=hash_key(raw_key), hint=key_hint(raw_key))
+    context = context or SecurityContext()
+    security_event_record(user=owner, kind=SecurityEvent.Kind.KEY_CREATED, context=context, detail=str(api_key))
+    notice_send(
+        user=owner, template="api_key_created", context=context, extra={"key_name": name, "key_hint": api_key.hint}
+    )
     return api_key, raw_key
 
 
-def api_key_revoke(*, api_key: ApiKey) -> None:
+def api_key_revoke(*, api_key: ApiKey, context: SecurityContext | None = None) -> None:
     """Revoke at once. Lookups are not cached, so the next request with this key gets 401."""
     if api_key.revoked_at is None:
         now = timezone.now()
-        ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=now)
+        revoked = ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=now)
         api_key.revoked_at = now
+        if revoked:
+            security_event_record(
+                user=api_key.owner, kind=SecurityEvent.Kind.KEY_REVOKED, context=context, detail=str(api_key)
+            )
 
 
 def api_key_authenticate(raw_key: str) -> ApiKey | None:

@@ -10,11 +10,15 @@ from __future__ import annotations
 from django.contrib import messages
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_POST, require_safe
 from django_htmx.http import reswap, retarget, trigger_client_event
 
+from accounts.reauth import reauthenticate_then, recently_authenticated
+from accounts.security import SecurityContext
+from accounts.services import account_has_verified_email
 from apikeys.forms import ApiKeyCreateForm
 from apikeys.models import ApiKey
 from apikeys.services import api_key_create, api_key_revoke
@@ -62,7 +66,12 @@ def keys_page(request: HtmxHttpRequest) -> HttpResponse:
 @login_required
 @sensitive_variables("raw_key")
 def key_create(request: HtmxHttpRequest) -> HttpResponse:
+    if not recently_authenticated(request):
+        messages.info(request, "Confirm it's you to create a key.")
+        return reauthenticate_then(request, reverse("keys"))
     form = ApiKeyCreateForm(request.POST)
+    if form.is_valid() and not account_has_verified_email(request.user):
+        form.add_error("name", "Confirm your email address before creating a key: use the link we sent you.")
     if not form.is_valid():
         # 200, not 4xx: htmx swaps only successful responses, and the errors are the content.
         if request.htmx:
@@ -73,7 +82,9 @@ def key_create(request: HtmxHttpRequest) -> HttpResponse:
             response = _render_keys_page(request, form=form)
         return vary_on_htmx(response)
 
-    api_key, raw_key = api_key_create(owner=request.user, name=form.cleaned_data["name"])
+    api_key, raw_key = api_key_create(
+        owner=request.user, name=form.cleaned_data["name"], context=SecurityContext.from_request(request)
+    )
     # The raw key goes into this one response and nowhere else: not the session, not a
     # message, not a redirect target. Hence no redirect after this POST, even without JS.
     if request.htmx:
@@ -100,7 +111,7 @@ def key_delete(request: HtmxHttpRequest, key_id: int) -> HttpResponse:
 @login_required
 def key_revoke(request: HtmxHttpRequest, key_id: int) -> HttpResponse:
     api_key = _get_key_for_user(request, key_id)
-    api_key_revoke(api_key=api_key)
+    api_key_revoke(api_key=api_key, context=SecurityContext.from_request(request))
     messages.success(request, f"Revoked “{api_key.name}”. Requests using it now fail.")
     if request.htmx:
         # The list without the key (or the empty state), and the message, which the form

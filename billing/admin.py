@@ -20,6 +20,8 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
+from accounts.models import SecurityEvent
+from accounts.security import security_event_record
 from billing.forms import GrantCreditsForm, ServedModelAdminForm
 from billing.models import CreditAccount, CreditHold, LedgerEntry, ServedModel, UpstreamEndpoint, UsageRecord
 from billing.money import format_usd
@@ -220,6 +222,12 @@ class CreditAccountAdmin(ReadOnlyAdmin):
         )
         self.log_change(
             request, account, f"{entry.get_kind_display()} {_usd(entry.amount_micros)} (ledger entry {entry.pk})"
+        )
+        security_event_record(
+            user=account.user,
+            kind=SecurityEvent.Kind.CREDIT_GRANTED,
+            request=request,
+            detail=f"{entry.get_kind_display()} {format_usd(entry.amount_micros)}",
         )
         return entry
 

@@ -1,72 +1,80 @@
-"""The client's address: the connection's peer, or `X-Forwarded-For` only behind trusted proxies.
+"""The client's IP address: the connection's peer, or, behind proxies the operator lists, X-Forwarded-For.
 
-`DOS_AI_TRUSTED_PROXIES` lists the addresses and CIDR ranges of the proxies in front of the
-portal (IPv4 and IPv6). `X-Forwarded-For` is believed only when the connection comes from
-one of them; the client is then the right-most address that is not itself a trusted proxy
-(each proxy appends the address it saw, so anything to its left may be forged).
+`X-Forwarded-For` is written by whoever sent the request, so it is believed only from a
+peer in `DOS_AI_TRUSTED_PROXIES`. Each trusted proxy appends the address it saw, so the
+header is read from the right: skip addresses that are themselves trusted proxies, and
+the first one that is not is the client. Anything malformed on the way stops the walk at
+the last address we could trust (never an attacker-chosen string).
+
+`client_ip_from()` is a pure function of (peer address, header value, trusted networks)
+so the /v1 gateway can use it with the ASGI scope as well as the dashboard with a request.
 """
 
 from __future__ import annotations
 
-import functools
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-def parse_networks(entries: Iterable[str]) -> tuple[Network, ...]:
-    """Addresses or CIDR ranges; a bad entry raises ValueError naming it."""
+def parse_trusted_proxies(entries: Iterable[str]) -> tuple[Network, ...]:
+    """Addresses or CIDRs ("10.0.0.0/8", "192.0.2.7", "::1"); a bad one stops start-up with its name."""
     networks = []
     for entry in entries:
         try:
             networks.append(ipaddress.ip_network(entry.strip(), strict=False))
         except ValueError:
-            raise ValueError(f"not an IP address or CIDR range: {entry!r}") from None
+            raise ImproperlyConfigured(
+                f"DOS_AI_TRUSTED_PROXIES: {entry!r} is not an IP address or network (CIDR)"
+            ) from None
     return tuple(networks)
 
 
-def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    text = text.strip()
-    if text.startswith("[") and "]" in text:  # [v6]:port
-        text = text[1 : text.index("]")]
-    elif text.count(":") == 1:  # v4:port
-        text = text.split(":")[0]
+def _parse_address(value: str) -> Address | None:
+    value = value.strip()
+    if value.startswith("[") and "]" in value:  # "[2001:db8::1]:443"
+        value = value[1 : value.index("]")]
+    elif value.count(":") == 1:  # "192.0.2.1:5678"
+        value = value.split(":", 1)[0]
     try:
-        return ipaddress.ip_address(text)
+        address = ipaddress.ip_address(value)
     except ValueError:
         return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped
+    return address
 
 
-def _trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address, trusted: tuple[Network, ...]) -> bool:
+def _is_trusted(address: Address, trusted: Sequence[Network]) -> bool:
     return any(address.version == network.version and address in network for network in trusted)
 
 
-def resolve_client_ip(peer: str, forwarded_for: str, trusted: tuple[Network, ...]) -> str:
-    """The client address, given the connection's peer and the X-Forwarded-For header."""
-    peer_address = _address(peer)
-    if peer_address is None:
-        return peer or "unknown"
-    if not forwarded_for or not _trusted(peer_address, trusted):
-        return str(peer_address)
+def client_ip_from(peer: str | None, forwarded_for: str | None, trusted: Sequence[Network]) -> str:
+    """The client's address as text ("" when the peer itself is unknown)."""
+    address = _parse_address(peer or "")
+    if address is None:
+        return ""
+    if not forwarded_for or not _is_trusted(address, trusted):
+        return str(address)
     for hop in reversed(forwarded_for.split(",")):
-        address = _address(hop)
-        if address is None:
-            break  # a forged or garbled entry: stop at the last address we can vouch for
-        if not _trusted(address, trusted):
-            return str(address)
-        peer_address = address
-    return str(peer_address)
-
-
-@functools.cache
-def _trusted_from_settings(entries: tuple[str, ...]) -> tuple[Network, ...]:
-    return parse_networks(entries)
+        hop_address = _parse_address(hop)
+        if hop_address is None:
+            break
+        address = hop_address
+        if not _is_trusted(address, trusted):
+            break
+    return str(address)
 
 
 def client_ip(request: HttpRequest) -> str:
-    trusted = _trusted_from_settings(tuple(settings.DOS_AI_TRUSTED_PROXIES))
-    return resolve_client_ip(request.META.get("REMOTE_ADDR", ""), request.headers.get("X-Forwarded-For", ""), trusted)
+    return client_ip_from(
+        request.META.get("REMOTE_ADDR"),
+        request.META.get("HTTP_X_FORWARDED_FOR"),
+        settings.DOS_AI_TRUSTED_PROXIES,
+    )

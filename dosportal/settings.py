@@ -12,7 +12,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from dosportal.clientip import parse_networks
+from dosportal.clientip import parse_trusted_proxies
 from dosportal.env import envbool, envdecimal, envfloat, envint, envlist, envstr
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -29,7 +29,8 @@ ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if 
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # The admin, with its login sent through allauth and staff two-factor enforced (accounts/admin_site.py).
+    "accounts.apps.PortalAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -40,6 +41,10 @@ INSTALLED_APPS = [
     "django_ratelimit",
     "template_partials",
     "accounts",
+    "allauth",
+    "allauth.account",
+    "allauth.mfa",
+    "allauth.usersessions",
     "apikeys",
     "billing",
 ]
@@ -55,6 +60,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
+    # "Last seen" of the session list, at most one write per session every 5 minutes.
+    "accounts.middleware.SessionLastSeenMiddleware",
 ]
 
 ROOT_URLCONF = "dosportal.urls"
@@ -70,6 +78,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "dosportal.context_processors.portal",
+                "accounts.context_processors.signup_offer",
             ],
         },
     },
@@ -96,7 +105,11 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         }
 
 AUTH_USER_MODEL = "accounts.User"
-AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
+AUTHENTICATION_BACKENDS = [
+    # ModelBackend stays first: Client.login() and force_login() in tests, and operators' scripts, use it.
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
+]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -135,9 +148,13 @@ REDIS_URL = envstr("REDIS_URL")
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # Redis, failing open (logged at ERROR) when Redis is unreachable: the cache holds only
+            # throttle counters and allauth's short-lived state, and losing them must not take
+            # sign-in down (dosportal/cache.py).
+            "BACKEND": "dosportal.cache.FailOpenRedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "dosportal",
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
         }
     }
 else:
@@ -154,10 +171,56 @@ if not REDIS_URL:
     # check is silenced deliberately. Every multi-process deployment sets
     # REDIS_URL, and then the cache is Redis and the check does not apply.
     SILENCED_SYSTEM_CHECKS.append("django_ratelimit.E003")
-# Dashboard throttles (django-ratelimit): attempts per IP and per submitted email.
+# Dashboard throttles (django-ratelimit, accounts/throttle.py): attempts per IP, per (email, IP),
+# and per email. The per-email rate is loose on purpose: it stops a slow, distributed guess at one
+# account without letting a stranger lock its owner out.
 DOS_AI_LOGIN_RATE = envstr("DOS_AI_LOGIN_RATE", "10/5m")
+DOS_AI_LOGIN_EMAIL_RATE = envstr("DOS_AI_LOGIN_EMAIL_RATE", "100/h")
 DOS_AI_SIGNUP_RATE = envstr("DOS_AI_SIGNUP_RATE", "10/h")
 DOS_AI_PASSWORD_RESET_RATE = envstr("DOS_AI_PASSWORD_RESET_RATE", "5/h")
+
+# --- Accounts: django-allauth (sign-up, sign-in, verified email, two-factor, sessions) ----------
+ACCOUNT_ADAPTER = "accounts.adapter.PortalAccountAdapter"
+ACCOUNT_USER_MODEL_USERNAME_FIELD = None
+ACCOUNT_LOGIN_METHODS = {"email"}
+ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*"]
+ACCOUNT_UNIQUE_EMAIL = True
+# Mandatory: a new account is signed in by the link in its first email. This keeps sign-up from
+# revealing whether an address has an account (both get the same "check your inbox" page; the
+# existing owner gets an email instead), and it is what gates the starting credit and keys.
+ACCOUNT_EMAIL_VERIFICATION = "mandatory"
+ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
+ACCOUNT_CONFIRM_EMAIL_ON_GET = False
+ACCOUNT_PREVENT_ENUMERATION = True
+ACCOUNT_EMAIL_NOTIFICATIONS = True
+# A reset asked for an address with no account mails nobody (no mail to addresses we do not know).
+ACCOUNT_EMAIL_UNKNOWN_ACCOUNTS = False
+ACCOUNT_CHANGE_EMAIL = True
+ACCOUNT_LOGOUT_ON_PASSWORD_CHANGE = False
+ACCOUNT_LOGIN_ON_PASSWORD_RESET = False
+ACCOUNT_SESSION_REMEMBER = True  # as before: a sign-in lasts SESSION_COOKIE_AGE (two weeks)
+# Changing email (like turning two-factor off, allauth.mfa's default) needs an explicit
+# confirmation of the password or a second factor within the timeout.
+ACCOUNT_REAUTHENTICATION_REQUIRED = True
+ACCOUNT_REAUTHENTICATION_TIMEOUT = envint("DOS_AI_REAUTHENTICATION_SECONDS", 300, minimum=30)
+ACCOUNT_EMAIL_SUBJECT_PREFIX = "DOS AI: "
+ACCOUNT_DEFAULT_HTTP_PROTOCOL = "http" if DEBUG else "https"
+# Sign-in, sign-up and password-reset requests are throttled by accounts/throttle.py (429 page with
+# Retry-After); allauth keeps its own limits for the other steps (codes, confirmations, changes).
+ACCOUNT_RATE_LIMITS = {"login": False, "login_failed": False, "signup": False, "reset_password": False}
+MFA_ADAPTER = "accounts.adapter.PortalMFAAdapter"
+MFA_SUPPORTED_TYPES = ["totp", "recovery_codes", "webauthn"]
+MFA_PASSKEY_LOGIN_ENABLED = False
+MFA_WEBAUTHN_ALLOW_INSECURE_ORIGIN = DEBUG
+MFA_TOTP_ISSUER = "DOS AI"
+MFA_RECOVERY_CODE_COUNT = 10
+USERSESSIONS_TRACK_ACTIVITY = False  # accounts.middleware does it, throttled
+# Staff must have two-factor turned on before the Django admin lets them in.
+DOS_AI_REQUIRE_2FA_FOR_STAFF = envbool("DOS_AI_REQUIRE_2FA_FOR_STAFF", not DEBUG)
+# Addresses/CIDRs of reverse proxies whose X-Forwarded-For is believed (dosportal/clientip.py).
+DOS_AI_TRUSTED_PROXIES = parse_trusted_proxies(envlist("DOS_AI_TRUSTED_PROXIES", []))
+# The security log's page size on /settings/security/.
+DOS_AI_SECURITY_LOG_PAGE_SIZE = 20
 
 # --- Email --------------------------------------------------------------------
 EMAIL_BACKEND = envstr("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
@@ -219,13 +282,8 @@ DOS_AI_DB_CONNECT_TIMEOUT = envfloat("DOS_AI_DB_CONNECT_TIMEOUT", 2.0, minimum=1
 DOS_AI_DB_POOL_MAX_IDLE = envfloat("DATABASE_POOL_MAX_IDLE", 300.0, minimum=1.0)
 # Settlements waiting for the database are kept here on disk (dosportal.v1.settler).
 DOS_AI_SPOOL_DIR = envstr("DOS_AI_SPOOL_DIR", str(BASE_DIR / "var" / "spool"))
-# Proxies whose X-Forwarded-For is believed (addresses or CIDR ranges), and failed
-# authentications allowed per client address and rate window before it gets 429.
-DOS_AI_TRUSTED_PROXIES = envlist("DOS_AI_TRUSTED_PROXIES", [])
-try:
-    parse_networks(DOS_AI_TRUSTED_PROXIES)
-except ValueError as error:
-    raise ImproperlyConfigured(f"DOS_AI_TRUSTED_PROXIES: {error}") from None
+# Failed authentications allowed per client address and rate window before it gets 429
+# (the address is read as DOS_AI_TRUSTED_PROXIES says).
 DOS_AI_AUTH_FAILURES_PER_MINUTE = envint("DOS_AI_AUTH_FAILURES_PER_MINUTE", 30, minimum=1)
 # Django reads request bodies up to this size before refusing; /v1 applies its own
 # (smaller, configurable) limit and answers 413 in the API's error shape.

@@ -6,10 +6,6 @@ from django.urls import include, path, re_path
 from dosportal import views
 from dosportal.v1 import views as v1_views
 
-admin.site.site_header = "DOS AI administration"
-admin.site.site_title = "DOS AI admin"
-admin.site.index_title = "Portal administration"
-
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),

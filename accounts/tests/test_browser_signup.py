@@ -1,4 +1,4 @@
-"""A new user signs up through the real form in Debian's chromium and lands on the overview."""
+"""A new user signs up in Debian's chromium, confirms the emailed link, and lands on the overview."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ EMAIL = "ada@example.com"
 PASSWORD = "violet-harbour-lantern-93"
 
 
-def test_a_new_user_signs_up_in_the_browser_and_lands_on_the_overview(live_server, page, artifacts_dir: Path) -> None:
+def test_a_new_user_signs_up_in_the_browser_and_lands_on_the_overview(
+    live_server, page, artifacts_dir: Path, mailoutbox
+) -> None:
     from playwright.sync_api import expect
 
     page.goto(f"{live_server.url}/login/")
@@ -33,6 +35,13 @@ def test_a_new_user_signs_up_in_the_browser_and_lands_on_the_overview(live_serve
     page.get_by_label("Password").fill(PASSWORD)
     page.screenshot(path=artifacts_dir / "signup.png", full_page=True)
     page.get_by_role("button", name="Create account").click()
+
+    expect(page.locator("h1")).to_have_text("Check your inbox")
+    assert not LedgerEntry.objects.filter(user__email=EMAIL).exists()  # no credit before confirming
+    page.screenshot(path=artifacts_dir / "check-inbox.png", full_page=True)
+    link = re.search(r"https?://\S+/accounts/confirm-email/\S+/", mailoutbox[-1].body).group(0)
+    page.goto(link)
+    page.get_by_role("button", name="Confirm").click()
 
     expect(page).to_have_url(f"{live_server.url}/")
     expect(page.locator("h1")).to_have_text("Overview")

@@ -31,7 +31,7 @@ def test_after_signing_in_the_user_lands_where_they_wanted_to_go(client: Client,
     response = client.get("/usage/", follow=True)
     assert response.redirect_chain == [("/login/?next=/usage/", 302)]
 
-    response = client.post("/login/?next=/usage/", {"username": owner.email, "password": password, "next": "/usage/"})
+    response = client.post("/login/?next=/usage/", {"login": owner.email, "password": password, "next": "/usage/"})
 
     assert response.status_code == 302
     assert response["Location"] == "/usage/"

@@ -1,4 +1,4 @@
-"""Brute-force protection on sign-in, sign-up and password reset: per IP and per submitted email."""
+"""Brute-force protection on sign-in, sign-up and password reset: per IP, per (email, IP), per email."""
 
 from __future__ import annotations
 
@@ -21,17 +21,19 @@ class ThrottledForm:
     email_field: str
     extra_fields: dict[str, str]
     status_under_limit: int  # what a refused-but-not-throttled attempt answers
+    email_limit: int  # attempts for one email, from anywhere, before 429
 
 
-LOGIN = ThrottledForm("/login/", "DOS_AI_LOGIN_RATE", "username", {"password": "not the password"}, 200)
-SIGNUP = ThrottledForm("/signup/", "DOS_AI_SIGNUP_RATE", "email", {"password": "short"}, 200)
-PASSWORD_RESET = ThrottledForm("/password-reset/", "DOS_AI_PASSWORD_RESET_RATE", "email", {}, 302)
+LOGIN = ThrottledForm("/login/", "DOS_AI_LOGIN_RATE", "login", {"password": "not the password"}, 200, 6)
+SIGNUP = ThrottledForm("/signup/", "DOS_AI_SIGNUP_RATE", "email", {"password1": "short"}, 200, 3)
+PASSWORD_RESET = ThrottledForm("/accounts/password/reset/", "DOS_AI_PASSWORD_RESET_RATE", "email", {}, 302, 3)
 FORMS = pytest.mark.parametrize("form", [LOGIN, SIGNUP, PASSWORD_RESET], ids=["login", "signup", "password_reset"])
 
 
 @pytest.fixture(autouse=True)
 def _three_attempts_per_minute(settings) -> None:
     settings.DOS_AI_LOGIN_RATE = "3/m"
+    settings.DOS_AI_LOGIN_EMAIL_RATE = "6/m"  # looser, as in production (10/5m against 100/h)
     settings.DOS_AI_SIGNUP_RATE = "3/m"
     settings.DOS_AI_PASSWORD_RESET_RATE = "3/m"
 
@@ -67,7 +69,7 @@ def test_it_answers_429_with_retry_after_once_one_ip_passes_the_limit(client: Cl
 
 @FORMS
 def test_it_answers_429_once_one_email_passes_the_limit_from_many_ips(client: Client, form: ThrottledForm) -> None:
-    for attempt in range(3):
+    for attempt in range(form.email_limit):
         response = submit(client, form, "target@example.com", f"198.51.100.{attempt}")
         assert response.status_code == form.status_under_limit
 
@@ -164,3 +166,62 @@ def test_the_throttled_page_links_back_to_the_form(client: Client) -> None:
 
     assert response.status_code == 429
     assert b'href="/login/"' in response.content
+
+
+# --- issue 9: the per-email throttle cannot be side-stepped, nor used to lock an owner out ---------
+
+
+def test_posting_other_email_fields_does_not_dodge_the_email_throttle(client: Client) -> None:
+    """The throttle counts the field the form signs in with, whatever else is posted beside it."""
+    for attempt in range(6):
+        client.post(
+            "/login/",
+            {
+                "login": "target@example.com",
+                "password": "guess",
+                "email": f"decoy{attempt}@example.com",
+                "username": f"decoy{attempt}@example.com",
+            },
+            REMOTE_ADDR=f"198.51.100.{attempt}",
+        )
+
+    response = submit(client, LOGIN, "target@example.com", "198.51.100.99")
+
+    assert_throttled(response, retry_after=seconds_left_in_window("email:target@example.com"))
+
+
+def test_one_email_from_one_ip_is_held_to_the_tight_rate(client: Client) -> None:
+    for _attempt in range(3):
+        assert submit(client, LOGIN, "target@example.com", "203.0.113.7").status_code == 200
+
+    response = submit(client, LOGIN, "target@example.com", "203.0.113.7")
+
+    assert response.status_code == 429
+
+
+def test_a_stranger_cannot_lock_the_owner_out(client: Client, owner: User, password: str) -> None:
+    """Wrong passwords for the owner's email from one address throttle that address, not the owner."""
+    for _attempt in range(10):
+        submit(client, LOGIN, owner.email, "203.0.113.66")
+
+    response = Client().post("/login/", {"login": owner.email, "password": password}, REMOTE_ADDR="192.0.2.10")
+
+    assert response.status_code == 302
+    assert response["Location"] == "/"
+
+
+def test_many_strangers_cannot_lock_the_owner_out_of_an_address_it_used_before(
+    client: Client, owner: User, password: str
+) -> None:
+    assert (
+        Client().post("/login/", {"login": owner.email, "password": password}, REMOTE_ADDR="192.0.2.10").status_code
+        == 302
+    )
+    for attempt in range(8):  # past the per-email rate (6), from many addresses
+        submit(client, LOGIN, owner.email, f"198.51.100.{attempt}")
+    assert submit(client, LOGIN, owner.email, "198.51.100.200").status_code == 429
+
+    response = Client().post("/login/", {"login": owner.email, "password": password}, REMOTE_ADDR="192.0.2.10")
+
+    assert response.status_code == 302
+    assert response["Location"] == "/"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,20 +21,24 @@ PASSWORD = "violet-harbour-lantern-93"
 CONFIRMATION = "Revoke 'Production backend'? Requests using it will fail immediately."
 
 
-def sign_up(page, live_server) -> None:
+def sign_up(page, live_server, mailoutbox) -> None:
+    """Sign up, then open the confirmation link from the captured email (it signs the user in)."""
     from playwright.sync_api import expect
 
     page.goto(f"{live_server.url}/signup/")
     page.get_by_label("Email").fill(EMAIL)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Create account").click()
+    expect(page.locator("h1")).to_have_text("Check your inbox")
+    page.goto(re.search(r"https?://\S+/accounts/confirm-email/\S+/", mailoutbox[-1].body).group(0))
+    page.get_by_role("button", name="Confirm").click()
     expect(page).to_have_url(f"{live_server.url}/")
 
 
-def test_a_new_user_creates_copies_lists_and_deletes_a_key(live_server, page, artifacts_dir: Path) -> None:
+def test_a_new_user_creates_copies_lists_and_deletes_a_key(live_server, page, artifacts_dir: Path, mailoutbox) -> None:
     from playwright.sync_api import expect
 
-    sign_up(page, live_server)
+    sign_up(page, live_server, mailoutbox)
     page.get_by_role("navigation", name="Main").get_by_role("link", name="API keys").click()
     expect(page).to_have_url(f"{live_server.url}/keys/")
     expect(page.get_by_role("heading", name="Create your first API key")).to_be_visible()
@@ -122,10 +127,10 @@ def test_a_new_user_creates_copies_lists_and_deletes_a_key(live_server, page, ar
     page.screenshot(path=artifacts_dir / "keys-empty.png", full_page=True)
 
 
-def test_cancelling_the_confirmation_keeps_the_key(live_server, page) -> None:
+def test_cancelling_the_confirmation_keeps_the_key(live_server, page, mailoutbox) -> None:
     from playwright.sync_api import expect
 
-    sign_up(page, live_server)
+    sign_up(page, live_server, mailoutbox)
     page.goto(f"{live_server.url}/keys/")
     page.get_by_label("Key name").fill("Production backend")
     page.get_by_label("Key name").press("Enter")
@@ -145,10 +150,10 @@ def test_cancelling_the_confirmation_keeps_the_key(live_server, page) -> None:
     assert ApiKey.objects.get().revoked_at is None
 
 
-def test_an_invalid_name_shows_an_inline_error_in_the_browser(live_server, page) -> None:
+def test_an_invalid_name_shows_an_inline_error_in_the_browser(live_server, page, mailoutbox) -> None:
     from playwright.sync_api import expect
 
-    sign_up(page, live_server)
+    sign_up(page, live_server, mailoutbox)
     page.goto(f"{live_server.url}/keys/")
     page.get_by_role("button", name="Create key").click()
 
@@ -157,13 +162,13 @@ def test_an_invalid_name_shows_an_inline_error_in_the_browser(live_server, page)
     assert ApiKey.objects.count() == 0
 
 
-def test_everything_works_with_javascript_off(live_server, browser, artifacts_dir: Path) -> None:
+def test_everything_works_with_javascript_off(live_server, browser, artifacts_dir: Path, mailoutbox) -> None:
     from playwright.sync_api import expect
 
     context = browser.new_context(java_script_enabled=False, viewport={"width": 1280, "height": 900})
     page = context.new_page()
     try:
-        sign_up(page, live_server)
+        sign_up(page, live_server, mailoutbox)
         page.goto(f"{live_server.url}/keys/")
         page.get_by_label("Key name").fill("Production backend")
         page.get_by_role("button", name="Create key").click()

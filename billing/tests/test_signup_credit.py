@@ -1,16 +1,22 @@
-"""Every new account gets the starting credit as a ledger entry, however it is created."""
+"""Accounts an operator makes are verified and credited at creation; self-made ones when they confirm
+their email (accounts/tests/test_signup.py). Never twice."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
 import pytest
+from allauth.account.models import EmailAddress
 from django.core.management import call_command
 
 from accounts.models import User
 from billing.models import CreditAccount, LedgerEntry
 
 pytestmark = pytest.mark.django_db
+
+
+def is_verified(email: str) -> bool:
+    return EmailAddress.objects.filter(email=email, verified=True, primary=True).exists()
 
 
 def grants_of(email: str) -> list[tuple[str, int, int, str]]:
@@ -25,6 +31,7 @@ def test_create_user_grants_the_starting_credit():
     User.objects.create_user("new@example.com", "x-password-123456")
 
     assert grants_of("new@example.com") == [("grant", 5_000_000, 5_000_000, "Sign-up credit")]
+    assert is_verified("new@example.com")
     assert CreditAccount.objects.get(user__email="new@example.com").balance_micros == 5_000_000
 
 
@@ -34,6 +41,7 @@ def test_createsuperuser_grants_it_too(monkeypatch):
     call_command("createsuperuser", "--noinput", "--email", "root@example.com")
 
     assert grants_of("root@example.com") == [("grant", 5_000_000, 5_000_000, "Sign-up credit")]
+    assert is_verified("root@example.com")
 
 
 def test_an_account_added_in_the_admin_gets_it(admin_client):
@@ -49,6 +57,7 @@ def test_an_account_added_in_the_admin_gets_it(admin_client):
 
     assert response.status_code == 302
     assert grants_of("added@example.com") == [("grant", 5_000_000, 5_000_000, "Sign-up credit")]
+    assert is_verified("added@example.com")
 
 
 def test_the_amount_comes_from_the_setting(settings):

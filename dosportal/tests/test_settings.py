@@ -207,7 +207,7 @@ def test_production_settings_are_secure(production_env: dict[str, str]) -> None:
 def test_production_uses_redis_and_hashed_static_files(production_env: dict[str, str]) -> None:
     values = print_settings(production_env, "CACHES", "STORAGES")
 
-    assert values["CACHES"]["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache"
+    assert values["CACHES"]["default"]["BACKEND"] == "dosportal.cache.FailOpenRedisCache"
     assert values["CACHES"]["default"]["LOCATION"] == "redis://127.0.0.1:6379/0"
     assert values["STORAGES"]["staticfiles"]["BACKEND"] == "whitenoise.storage.CompressedManifestStaticFilesStorage"
 
@@ -278,4 +278,4 @@ def test_the_embedded_defaults_are_local_and_in_process() -> None:
 
 def test_the_test_run_itself_uses_postgresql_and_redis() -> None:
     assert settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
-    assert settings.CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache"
+    assert settings.CACHES["default"]["BACKEND"] == "dosportal.cache.FailOpenRedisCache"

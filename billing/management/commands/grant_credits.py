@@ -7,6 +7,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from accounts.models import SecurityEvent
+from accounts.security import security_event_record
 from billing.management.commands._lookup import user_by_email
 from billing.models import LedgerEntry
 from billing.money import InvalidAmount, format_usd, usd_to_micros
@@ -37,6 +39,11 @@ class Command(BaseCommand):
             entry = credits_grant(user=user, amount_micros=amount_micros, kind=kind, note=note or default_note)
         except CreditError as error:
             raise CommandError(str(error)) from None
+        security_event_record(
+            user=user,
+            kind=SecurityEvent.Kind.CREDIT_GRANTED,
+            detail=f"{entry.get_kind_display()} {format_usd(entry.amount_micros)}",
+        )
         amount = format_usd(amount_micros, 6)
         if amount_micros > 0:
             self.stdout.write(f"Granted {amount} to {user.email} (ledger entry {entry.pk}).")

@@ -1,0 +1,29 @@
+"""How allauth fits the portal: our client-IP rule, lower-case emails, and the pages' look."""
+
+from __future__ import annotations
+
+from allauth.account.adapter import DefaultAccountAdapter
+from allauth.mfa.adapter import DefaultMFAAdapter
+from django.forms import BaseForm
+from django.http import HttpRequest
+
+from accounts.models import User
+from dosportal.clientip import client_ip
+
+
+class PortalAccountAdapter(DefaultAccountAdapter):
+    def get_client_ip(self, request: HttpRequest) -> str:
+        # allauth's own rate limits and the session list use the same rule as everything else.
+        return client_ip(request) or super().get_client_ip(request)
+
+    def save_user(self, request: HttpRequest, user: User, form: BaseForm, commit: bool = True) -> User:
+        user = super().save_user(request, user, form, commit=False)
+        user.email = User.objects.normalize_email(user.email).lower()
+        if commit:
+            user.save()
+        return user
+
+
+class PortalMFAAdapter(DefaultMFAAdapter):
+    def get_totp_issuer(self) -> str:
+        return "DOS AI"

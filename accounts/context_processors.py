@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import HttpRequest
+
+from billing.money import format_usd, usd_to_micros
+from billing.plans import PLANS, PlanName
+
+
+def signup_offer(request: HttpRequest) -> dict[str, object]:
+    """What sign-up offers, for the sign-up and "check your inbox" pages (allauth renders them)."""
+    if request.user.is_authenticated:
+        return {}
+    credit = usd_to_micros(settings.DOS_AI_SIGNUP_CREDIT_USD)
+    return {"signup_credit": format_usd(credit) if credit else "", "free_plan": PLANS[PlanName.FREE]}
