@@ -26,6 +26,10 @@ def admin_client(admin_user: User, client_for) -> Client:
     return client_for(admin_user)
 
 
+# The model's upstream endpoints are an inline formset: a post carries its management form.
+NO_ENDPOINTS = {"endpoints-TOTAL_FORMS": "0", "endpoints-INITIAL_FORMS": "0"}
+
+
 def page(response) -> str:
     assert response.status_code == 200, response.status_code
     return response.content.decode()
@@ -57,6 +61,7 @@ def test_an_admin_edits_prices_in_dollars_and_they_are_stored_in_micro_dollars(a
             "is_active": "on",
             "input_price_usd": "0.75",
             "output_price_usd": "2.000001",
+            **NO_ENDPOINTS,
         },
     )
 
@@ -70,7 +75,13 @@ def test_a_price_with_more_than_six_decimals_or_below_zero_is_refused(admin_clie
     html = page(
         admin_client.post(
             f"/admin/billing/servedmodel/{served.pk}/change/",
-            {"name": "dos-ai", "kind": "chat", "input_price_usd": "0.0000001", "output_price_usd": "-1"},
+            {
+                "name": "dos-ai",
+                "kind": "chat",
+                "input_price_usd": "0.0000001",
+                "output_price_usd": "-1",
+                **NO_ENDPOINTS,
+            },
         )
     )
     assert "Ensure that there are no more than 6 decimal places." in html
@@ -83,7 +94,7 @@ def test_an_admin_adds_a_model_with_its_prices(admin_client: Client) -> None:
     response = admin_client.post(
         "/admin/billing/servedmodel/add/",
         {"name": "llama-70b", "upstream_model": "meta/llama", "kind": "chat", "input_price_usd": "0.9",
-         "output_price_usd": "0.9", "is_active": "on"},
+         "output_price_usd": "0.9", "is_active": "on", **NO_ENDPOINTS},
     )  # fmt: skip
     assert response.status_code == 302
     added = ServedModel.objects.get(name="llama-70b")
