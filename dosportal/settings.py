@@ -47,6 +47,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # WhiteNoise, made async-capable so /v1 requests do not pay a thread hop for it.
     "dosportal.middleware.AsyncWhiteNoiseMiddleware",
+    # CSP, Permissions-Policy, no-store: after WhiteNoise, so static files keep their caching.
+    "dosportal.middleware.SecurityHeadersMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

@@ -77,7 +77,8 @@ def percent(fraction: float | None) -> str:
 
 @register.filter
 def percent_width(fraction: float | None) -> str:
-    """A CSS width for proportion bars; at least a sliver when there is any share."""
+    """An SVG width for proportion bars (an attribute, not a style: the CSP allows no inline
+    styles); at least a sliver when there is any share."""
     if not fraction:
         return "0%"
     return f"{max(fraction * 100, 1.5):.1f}%"
