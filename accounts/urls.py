@@ -5,7 +5,6 @@ from django.urls import path
 from accounts import views
 
 urlpatterns = [
-    path("", views.overview, name="overview"),
     path("signup/", views.signup, name="signup"),
     path("login/", views.LoginView.as_view(), name="login"),
     path("logout/", views.LogoutView.as_view(), name="logout"),

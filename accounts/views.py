@@ -14,10 +14,8 @@ from django.views.decorators.debug import sensitive_post_parameters
 
 from accounts.forms import AccountPasswordChangeForm, EmailAuthenticationForm, ResetSetPasswordForm, SignupForm
 from accounts.throttle import throttle
-from apikeys.models import ApiKey
 from billing.money import format_usd, usd_to_micros
 from billing.plans import PLANS, PlanName
-from billing.selectors import credit_account_for
 
 
 @sensitive_post_parameters("password")
@@ -74,16 +72,6 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
 
 class PasswordResetCompleteView(auth_views.PasswordResetCompleteView):
     template_name = "accounts/password_reset_complete.html"
-
-
-@login_required
-def overview(request: HttpRequest) -> HttpResponse:
-    context = {
-        "plan": request.user.plan_info,
-        "balance": format_usd(credit_account_for(user=request.user).balance_micros),
-        "active_key_count": ApiKey.objects.filter(owner=request.user).active().count(),
-    }
-    return render(request, "accounts/overview.html", context)
 
 
 @login_required

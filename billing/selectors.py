@@ -254,3 +254,60 @@ def ledger_sum_micros(*, user: User) -> int:
 
 def served_models_active() -> QuerySet[ServedModel]:
     return ServedModel.objects.filter(is_active=True).order_by("name")
+
+
+# --- The overview's numbers --------------------------------------------------------------
+
+OVERVIEW_DAYS = 7
+# Warn when the available credit would not last this many days at the last week's pace.
+LOW_BALANCE_DAYS = 3
+
+
+@dataclass(frozen=True)
+class SpendSummary:
+    """What the overview shows once there is usage: today, this month, the last 7 days."""
+
+    today: DayUsage
+    month_cost_micros: int
+    week: list[DayUsage]
+    available_micros: int
+
+    @property
+    def has_usage(self) -> bool:
+        return any(day.requests for day in self.week) or self.month_cost_micros > 0
+
+    @property
+    def average_daily_cost_micros(self) -> int:
+        """The last 7 days' spend per day (today included), rounded up: never optimistic."""
+        total = sum(day.cost_micros for day in self.week)
+        return -(-total // len(self.week)) if self.week else 0
+
+    @property
+    def days_left(self) -> int | None:
+        """Whole days the available credit lasts at that pace; None when nothing is spent."""
+        average = self.average_daily_cost_micros
+        if average <= 0:
+            return None
+        return max(self.available_micros, 0) // average
+
+    @property
+    def is_low(self) -> bool:
+        """Available credit below LOW_BALANCE_DAYS days of the last week's average spend."""
+        average = self.average_daily_cost_micros
+        return average > 0 and self.available_micros < LOW_BALANCE_DAYS * average
+
+
+def spend_summary(*, user: User, today: dt.date | None = None) -> SpendSummary:
+    """Two aggregate queries: the last 7 days per day, and this month's cost."""
+    window = usage_window(today=today, days=OVERVIEW_DAYS)
+    week = usage_daily(user=user, window=window)
+    month_start = dt.datetime.combine(window.last_day.replace(day=1), dt.time.min, tzinfo=dt.UTC)
+    month_cost = UsageRecord.objects.filter(
+        user=user, created_at__gte=month_start, created_at__lt=window.ends_at
+    ).aggregate(total=Coalesce(Sum("cost_micros"), 0))["total"]
+    return SpendSummary(
+        today=week[-1],
+        month_cost_micros=month_cost,
+        week=week,
+        available_micros=credit_account_for(user=user).available_micros,
+    )

@@ -24,7 +24,7 @@ def test_it_signs_the_new_user_in_and_lands_on_the_overview(client: Client) -> N
 
     assert response.redirect_chain == [("/", 302)]
     assert response.status_code == 200
-    assert response.templates[0].name == "accounts/overview.html"
+    assert response.templates[0].name == "overview.html"
     user = User.objects.get()
     assert user.email == "new.person@example.com"
     assert user.plan == "free"

@@ -39,17 +39,24 @@ def usd_exact(micros: int | None) -> str:
     return "" if micros is None else format_usd(int(micros), 6)
 
 
+CENT_MICROS = 10_000
+
+
 @register.filter
 def usd_headline(micros: int | None) -> str:
-    """Exact, with the digits past the cent set in a quieter style: `$28.97<span>5315</span>`.
-    A balance reads at a glance and still adds up to the ledger."""
+    """One money format for headlines everywhere: cents (`$14.99`), the exact micro-dollars in
+    the tooltip (`$14.998956`), as in the ledger. Cut to the cent, never rounded up, so a
+    balance never looks bigger than it is; a non-zero amount under a cent is `<$0.01`, never
+    `$0.00`, which would read as nothing."""
     if micros is None:
         return ""
-    text = usd(micros)
-    cents_end = text.index(".") + 3
-    if len(text) == cents_end:
-        return text
-    return format_html('{}<span class="sub-cent">{}</span>', text[:cents_end], text[cents_end:])
+    micros = int(micros)
+    if 0 < abs(micros) < CENT_MICROS:
+        text = "<$0.01" if micros > 0 else "-<$0.01"
+    else:
+        sign = -1 if micros < 0 else 1
+        text = format_usd(sign * (abs(micros) // CENT_MICROS) * CENT_MICROS, 2)
+    return format_html('<span class="money" title="{}" data-micros="{}">{}</span>', format_usd(micros, 6), micros, text)
 
 
 @register.filter
