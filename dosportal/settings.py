@@ -72,6 +72,8 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "dosportal.context_processors.portal",
             ],
+            # dosportal is not an app; its template tags are registered here by name.
+            "libraries": {"code": "dosportal.templatetags.code"},
         },
     },
 ]

@@ -12,6 +12,7 @@ from accounts.models import User
 from apikeys.keys import KEY_PATTERN
 from apikeys.models import ApiKey
 from apikeys.services import api_key_authenticate, api_key_revoke
+from dosportal.testing.html import text_of
 
 pytestmark = pytest.mark.django_db
 
@@ -178,7 +179,7 @@ def test_it_creates_a_key_and_shows_it_once_in_the_post_response(owner_client: C
     assert f'<code id="new-key-value" class="key-secret">{raw_key}</code>' in content
     assert 'data-copy-target="new-key-value"' in content
     assert "it will not be shown again" in content
-    assert f'export DOS_AI_API_KEY="{raw_key}"' in content
+    assert f'export DOS_AI_API_KEY="{raw_key}"' in text_of(content)
     assert content.startswith("<!doctype html>")
     assert row_ids(response) == [api_key.pk]
 

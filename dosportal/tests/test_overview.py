@@ -7,6 +7,7 @@ from apikeys.services import api_key_create, api_key_revoke
 from billing.models import CreditAccount
 from billing.services import credits_grant
 from billing.tests.conftest import add_usage, make_key
+from dosportal.testing.html import text_of
 
 pytestmark = pytest.mark.django_db
 
@@ -34,7 +35,7 @@ def test_it_shows_an_accounts_own_limits_over_the_plans(client_for, owner: User)
 
 
 def test_the_quickstart_uses_this_sites_base_url_in_three_forms(client_for, owner: User) -> None:
-    content = client_for(owner).get("/", HTTP_HOST="localhost").content.decode()
+    content = text_of(client_for(owner).get("/", HTTP_HOST="localhost").content.decode())
 
     assert 'base_url="http://localhost/v1"' in content  # Python SDK
     assert 'baseURL: "http://localhost/v1"' in content  # JavaScript SDK
@@ -47,10 +48,24 @@ def test_the_quickstart_uses_this_sites_base_url_in_three_forms(client_for, owne
 def test_the_quickstart_shows_the_public_api_url_when_one_is_set(client_for, owner: User, settings) -> None:
     settings.DOS_AI_PUBLIC_API_URL = "https://api.example.com/v1"
 
-    content = client_for(owner).get("/").content.decode()
+    content = text_of(client_for(owner).get("/").content.decode())
 
     assert 'base_url="https://api.example.com/v1"' in content
     assert "curl https://api.example.com/v1/chat/completions" in content
+
+
+def test_the_quickstart_is_coloured_on_the_server_with_classes_not_styles(client_for, owner: User, settings) -> None:
+    settings.DOS_AI_PUBLIC_API_URL = "https://api.example.com/v1?a=<b>"
+
+    content = client_for(owner).get("/").content.decode()
+
+    assert '<span class="tok-kn">import</span><span class="tok-w"> </span><span class="tok-nn">os</span>' in content
+    assert '<span class="tok-s2">"https://api.example.com/v1?a=&lt;b&gt;"</span>' in content
+    assert "style=" not in content
+    # The regex highlighter that used to run in the browser is gone.
+    app_js = (settings.BASE_DIR / "static" / "js" / "app.js").read_text()
+    assert "highlight" not in app_js
+    assert "innerHTML" not in app_js
 
 
 def test_the_layout_names_the_signed_in_user_and_every_section(client_for, owner: User) -> None:
