@@ -127,7 +127,7 @@ def axis_label(metric: str, value: int, step: int) -> str:
 
 @dataclass(frozen=True)
 class ChartGeometry:
-    # About the card's width on a desktop, so 11px labels render near 11px; phones scroll.
+    # About the card's width on a desktop, so 11px labels render near 11px.
     width: int = 1000
     height: int = 250
     left: int = 64
@@ -135,6 +135,7 @@ class ChartGeometry:
     top: int = 26
     bottom: int = 30
     ticks: int = 4
+    label_every: int = 5  # an x label every this many days, counted back from today
 
     @property
     def plot_width(self) -> int:
@@ -149,14 +150,21 @@ class ChartGeometry:
         return self.height - self.bottom
 
 
+# The phone's chart: about a 390 px screen's card, so its labels too render near their CSS size
+# and the whole month fits the width (no sideways scrolling); a label every week.
+NARROW = ChartGeometry(width=340, height=220, left=46, right=14, top=22, bottom=26, label_every=7)
+GEOMETRIES = {"wide": ChartGeometry(), "narrow": NARROW}
+
+
 def day_label(day: dt.date) -> str:
     return f"{day:%b} {day.day}"
 
 
 @register.inclusion_tag("billing/_bar_chart.html")
-def bar_chart(series: Sequence[DayUsage], metric: str, label: str) -> dict[str, object]:
-    """Bars for one metric over the window; spike days in the alarm colour, with their value."""
-    geometry = ChartGeometry()
+def bar_chart(series: Sequence[DayUsage], metric: str, label: str, size: str = "wide") -> dict[str, object]:
+    """Bars for one metric over the window; spike days in the alarm colour, with their value.
+    `size` "narrow" draws the same bars for a phone's width."""
+    geometry = GEOMETRIES[size]
     values = [day.value(metric) for day in series]
     peak = max(values, default=0)
     step = nice_step(peak / geometry.ticks) if peak else 1
@@ -185,6 +193,9 @@ def bar_chart(series: Sequence[DayUsage], metric: str, label: str) -> dict[str, 
                 "title": f"{day.day:%a}, {day_label(day.day)}: {metric_value_text(metric, value)}"
                 + (" — spike" if spike else ""),
                 "label_x": round(x + bar_width / 2, 2),
+                # The whole day's column, for a tap or a hover anywhere above the day.
+                "slot_x": round(geometry.left + index * slot, 2),
+                "slot_width": round(slot, 2),
                 "label_y": round(geometry.baseline - height - 6, 2),
                 "label": axis_label(metric, value, step),
             }
@@ -202,7 +213,7 @@ def bar_chart(series: Sequence[DayUsage], metric: str, label: str) -> dict[str, 
     x_labels = [
         {"x": bar["label_x"], "label": day_label(bar["day"])}
         for index, bar in enumerate(bars)
-        if (len(bars) - 1 - index) % 5 == 0
+        if (len(bars) - 1 - index) % geometry.label_every == 0
     ]
     return {
         "geometry": geometry,
@@ -213,6 +224,7 @@ def bar_chart(series: Sequence[DayUsage], metric: str, label: str) -> dict[str, 
         "label": label,
         "has_spike": any(bar["spike"] for bar in bars),
         "right_edge": geometry.width - geometry.right,
+        "size": size,
     }
 
 

@@ -80,6 +80,22 @@
     area.remove();
   }
 
+  // --- Charts: a tap (or click) on a day shows its exact value under the chart; the <title>
+  // tooltip only appears on hover, which a touch screen does not have.
+  document.addEventListener("click", function (e) {
+    var hit = e.target.closest && e.target.closest(".usage-chart .hit");
+    if (!hit) return;
+    var panel = hit.closest("[role=tabpanel]");
+    var card = hit.closest(".usage-charts");
+    var readout = card && card.querySelector("[data-chart-readout]");
+    if (!readout) return;
+    card.querySelectorAll(".hit.is-picked").forEach(function (other) { other.classList.remove("is-picked"); });
+    hit.classList.add("is-picked");
+    readout.textContent = hit.dataset.title;
+    readout.classList.add("has-value");
+    if (panel) readout.dataset.panel = panel.id;
+  });
+
   // --- The delete confirmation <dialog>: opened as a modal when htmx inserts it, removed when
   // closed. Here rather than in hx-on attributes: the Content-Security-Policy allows no inline code.
   function initDialogs(root) {
