@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from apikeys.models import ApiKey
-from billing.models import CreditAccount, LedgerEntry, ServedModel, UsageRecord
+from billing.models import AlertSettings, CreditAccount, LedgerEntry, ServedModel, UsageRecord
 
 WINDOW_DAYS = 30
 LEDGER_PAGE_SIZE = 25
@@ -326,6 +326,11 @@ def ledger_lines_all(*, user: User, batch_size: int = 500) -> Iterator[LedgerLin
             return
         yield from _hydrate(batch)
         offset += batch_size
+
+
+def alert_settings_for(*, user: User) -> AlertSettings:
+    """The account's alert settings; an unsaved row with the defaults when never changed."""
+    return AlertSettings.objects.filter(user=user).first() or AlertSettings(user=user)
 
 
 def ledger_sum_micros(*, user: User) -> int:

@@ -9,4 +9,5 @@ urlpatterns = [
     path("usage/export.csv", views.usage_export, name="usage_export"),
     path("billing/", views.billing_page, name="billing"),
     path("billing/ledger.csv", views.ledger_export, name="ledger_export"),
+    path("settings/alerts/", views.alert_settings, name="alert_settings"),
 ]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods
 
 from apikeys.models import ApiKey
 from billing import exports, selectors
+from billing.forms import AlertSettingsForm
 from billing.money import common_places
 from billing.plans import PLANS
 from dosportal.htmx import HtmxHttpRequest, login_required, render_page_or_fragment
@@ -103,7 +106,7 @@ def billing_page(request: HttpRequest) -> HttpResponse:
     return render(request, "billing/billing.html", context)
 
 
-def _csv_response(filename: str, header: list[str], rows) -> StreamingHttpResponse:  # noqa: ANN001
+def _csv_response(filename: str, header: list[str], rows) -> StreamingHttpResponse:
     response = StreamingHttpResponse(exports.csv_lines(header, rows), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
@@ -131,3 +134,18 @@ def ledger_export(request: HtmxHttpRequest) -> HttpResponse:
     """`/billing/ledger.csv`: every ledger line, newest first, as the billing page shows them."""
     rows = exports.ledger_rows(selectors.ledger_lines_all(user=request.user))
     return _csv_response("dos-ai-ledger.csv", exports.LEDGER_COLUMNS, rows)
+
+
+@require_http_methods(["GET", "HEAD", "POST"])
+@login_required
+def alert_settings(request: HtmxHttpRequest) -> HttpResponse:
+    """The alerts card of /settings/ posts here. Saved: back to /settings/ with a message.
+    Refused: this page, with the card and its errors (the settings page belongs to accounts)."""
+    form = AlertSettingsForm(
+        request.POST if request.method == "POST" else None, instance=selectors.alert_settings_for(user=request.user)
+    )
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        messages.success(request, "Alert settings saved.")
+        return redirect(f"{reverse('settings')}#alerts")
+    return render(request, "billing/alert_settings.html", {"alert_form": form})

@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    "django.forms",  # Django's widget templates, for FORM_RENDERER below
     "django_htmx",
     "django_ratelimit",
     "template_partials",
@@ -77,6 +78,8 @@ TEMPLATES = [
         },
     },
 ]
+
+FORM_RENDERER = "dosportal.forms.FormRenderer"
 
 WSGI_APPLICATION = "dosportal.wsgi.application"
 ASGI_APPLICATION = "dosportal.asgi.application"
@@ -170,6 +173,9 @@ EMAIL_HOST_USER = envstr("EMAIL_HOST_USER")
 EMAIL_HOST_PASSWORD = envstr("EMAIL_HOST_PASSWORD")
 EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", True)
 DEFAULT_FROM_EMAIL = envstr("DEFAULT_FROM_EMAIL", "DOS AI <noreply@localhost>")
+# The dashboard's own address (https://app.example.com), for links in alert e-mails, which
+# `send_alerts` writes outside any request. Without it the e-mails name the pages instead.
+DOS_AI_SITE_URL = envstr("DOS_AI_SITE_URL").rstrip("/")
 
 # --- Security -------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True

@@ -94,7 +94,7 @@ def test_it_lists_keys_newest_first_with_name_hint_created_date_and_never_used(
     content = response.content.decode()
     assert "2 active keys, newest first." in content
     assert f'<code class="key-hint">{older.hint}</code>' in content
-    assert '<td class="key-name">Staging</td>' in content
+    assert '<td class="key-name stack-title">Staging</td>' in content
     assert 'title="2026-03-04 10:00:00 UTC">4 Mar 2026</time>' in content
     assert content.count('<span class="faint">Never</span>') == 2
     assert f'href="/keys/{older.pk}/delete/"' in content
@@ -207,7 +207,9 @@ def test_a_reload_of_the_page_does_not_contain_the_key(owner_client: Client) -> 
     assert raw_key not in owner_client.get("/").content.decode()
 
 
-def test_an_htmx_create_gets_the_key_panel_and_the_list_in_one_response(owner_client: Client, owner: User, make_key) -> None:
+def test_an_htmx_create_gets_the_key_panel_and_the_list_in_one_response(
+    owner_client: Client, owner: User, make_key
+) -> None:
     older, _ = make_key(owner, "Staging")
 
     response = owner_client.post("/keys/create/", {"name": "Production backend"}, **HTMX)
@@ -220,7 +222,10 @@ def test_an_htmx_create_gets_the_key_panel_and_the_list_in_one_response(owner_cl
     (raw_key,) = raw_keys_in(response)
     assert api_key_authenticate(raw_key) == api_key
     # The list comes out of band in the same response: no event, no second request.
-    assert '<section id="keys" class="card card-flush keys-card" aria-labelledby="keys-title" hx-swap-oob="outerHTML">' in content
+    assert (
+        '<section id="keys" class="card card-flush keys-card" aria-labelledby="keys-title" hx-swap-oob="outerHTML">'
+        in content
+    )
     assert row_ids(response) == [api_key.pk, older.pk]
     assert "HX-Trigger" not in response
     assert "hx-request" in vary(response)

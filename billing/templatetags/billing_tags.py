@@ -15,8 +15,9 @@ from django import template
 from django.contrib.humanize.templatetags.humanize import intcomma
 from django.utils.html import format_html
 
+from billing.forms import AlertSettingsForm
 from billing.money import exact_places, format_usd
-from billing.selectors import DayUsage
+from billing.selectors import DayUsage, alert_settings_for
 
 register = template.Library()
 
@@ -89,6 +90,13 @@ def percent_width(fraction: float | None) -> str:
     if not fraction:
         return "0%"
     return f"{max(fraction * 100, 1.5):.1f}%"
+
+
+@register.inclusion_tag("billing/_alert_settings_card.html", takes_context=True)
+def alert_settings_card(context: template.Context) -> dict[str, object]:
+    """The alerts card on /settings/ (a page of the accounts app, which knows nothing of billing)."""
+    form = AlertSettingsForm(instance=alert_settings_for(user=context["request"].user))
+    return {"alert_form": form, "csrf_token": context["csrf_token"]}
 
 
 # --- Charts -----------------------------------------------------------------

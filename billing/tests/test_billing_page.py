@@ -76,9 +76,13 @@ def test_balance_held_and_available_are_exact(owner: User, client_for) -> None:
     html = html_of(client_for(owner).get("/billing/"))
 
     # Cents in the headline (cut, never rounded up), the exact amount on hover and in the ledger.
-    assert 'data-balance="24998532"><span class="money" title="$24.998532" data-micros="24998532">$24.99</span><' in html
+    assert (
+        'data-balance="24998532"><span class="money" title="$24.998532" data-micros="24998532">$24.99</span><' in html
+    )
     assert 'data-held="2500"><span class="money" title="$0.002500" data-micros="2500">&lt;$0.01</span><' in html
-    assert 'data-available="24996032"><span class="money" title="$24.996032" data-micros="24996032">$24.99</span><' in html
+    assert (
+        'data-available="24996032"><span class="money" title="$24.996032" data-micros="24996032">$24.99</span><' in html
+    )
     newest = ledger_rows(html)[0]
     assert row(html, "data-entry", newest)[1:] == [
         "Usage",

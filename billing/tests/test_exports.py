@@ -147,17 +147,21 @@ def test_any_key_but_the_users_own_is_a_404(history: History, owner: User, clien
     assert response.status_code == 404
 
 
+FORMAT = "must be a date written YYYY-MM-DD, e.g. 2026-11-01"
+BOTH_FORMAT = "`from` and `to` must be dates written YYYY-MM-DD, e.g. 2026-11-01"
+
+
 @pytest.mark.parametrize(
     ("query", "message"),
     [
-        ("from=2026-13-01&to=2026-12-01", "`from` must be a date written YYYY-MM-DD, e.g. 2026-11-01; got '2026-13-01'."),
-        ("from=yesterday&to=today", "`from` and `to` must be dates written YYYY-MM-DD, e.g. 2026-11-01; got 'yesterday' and 'today'."),
-        ("from=20261101&to=20261102", "`from` and `to` must be dates written YYYY-MM-DD, e.g. 2026-11-01; got '20261101' and '20261102'."),
+        ("from=2026-13-01&to=2026-12-01", f"`from` {FORMAT}; got '2026-13-01'."),
+        ("from=yesterday&to=today", f"{BOTH_FORMAT}; got 'yesterday' and 'today'."),
+        ("from=20261101&to=20261102", f"{BOTH_FORMAT}; got '20261101' and '20261102'."),
         ("from=2026-11-01", "Give both `from` and `to` (YYYY-MM-DD), or neither for the last 30 days."),
         ("to=2026-11-01", "Give both `from` and `to` (YYYY-MM-DD), or neither for the last 30 days."),
         ("from=2026-11-02&to=2026-11-01", "`from` (2026-11-02) is after `to` (2026-11-01)."),
         ("from=2025-01-01&to=2026-01-02", "Export at most 366 days at a time."),
-        ("from=2026-11-01%00&to=2026-11-02", "`from` and `to` must be dates written YYYY-MM-DD, e.g. 2026-11-01; got '2026-11-01\\x00' and '2026-11-02'."),
+        ("from=2026-11-01%00&to=2026-11-02", f"{BOTH_FORMAT}; got '2026-11-01\\x00' and '2026-11-02'."),
     ],
 )  # fmt: skip
 def test_bad_dates_are_a_400_that_says_what_to_fix(owner: User, client_for, query: str, message: str) -> None:

@@ -102,7 +102,9 @@ def test_the_daily_table_lists_each_day_with_usage_newest_first(history: History
 def test_the_spike_day_is_marked_in_every_chart_and_only_that_day(history: History, owner: User, client_for) -> None:
     html = html_of(client_for(owner).get("/usage/"))
 
-    charts = re.findall(r'<svg class="chart usage-chart usage-chart-(\w+)"[^>]*data-metric="(\w+)"(.*?)</svg>', html, re.S)
+    charts = re.findall(
+        r'<svg class="chart usage-chart usage-chart-(\w+)"[^>]*data-metric="(\w+)"(.*?)</svg>', html, re.S
+    )
     # Each metric drawn twice: for a desktop's width and for a phone's.
     assert [(size, metric) for size, metric, _ in charts] == [
         (size, metric) for metric in ("requests", "tokens", "cost_micros") for size in ("wide", "narrow")

@@ -162,7 +162,9 @@ def test_after_usage_it_shows_spend_today_and_this_month_and_requests_and_tokens
     content = response.content.decode()
     assert "how to make a first request" not in content
     assert 'class="steps"' not in content
-    assert 'data-stat="spend-today"><span class="money" title="$0.003750" data-micros="3750">&lt;$0.01</span>' in content
+    assert (
+        'data-stat="spend-today"><span class="money" title="$0.003750" data-micros="3750">&lt;$0.01</span>' in content
+    )
     assert '<div class="stat-note" data-stat="usage-today">3 requests · 4,500 tokens</div>' in content
     # This month: today's and yesterday's, unless yesterday was last month.
     month = 3_750 + (2_500 if spend.week[-2].day.month == spend.today.day.month else 0)
@@ -191,7 +193,11 @@ def test_the_active_keys_are_listed_most_recently_used_first(client_for, owner: 
 
     response = client_for(owner).get("/")
 
-    assert [key.name for key in response.context["recent_keys"]] == ["Used a minute ago", "Used last week", "Never used"]
+    assert [key.name for key in response.context["recent_keys"]] == [
+        "Used a minute ago",
+        "Used last week",
+        "Never used",
+    ]
     assert never.pk in [key.pk for key in response.context["recent_keys"]]
     assert "3 active keys, most recently used first" in response.content.decode()
 
