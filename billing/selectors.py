@@ -362,6 +362,10 @@ class SpendSummary:
         return any(day.requests for day in self.week) or self.month_cost_micros > 0
 
     @property
+    def week_requests(self) -> int:
+        return sum(day.requests for day in self.week)
+
+    @property
     def average_daily_cost_micros(self) -> int:
         """The last 7 days' spend per day (today included), rounded up: never optimistic."""
         total = sum(day.cost_micros for day in self.week)
