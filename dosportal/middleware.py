@@ -73,7 +73,8 @@ CONTENT_SECURITY_POLICY = "; ".join(
         "frame-ancestors 'none'",
     ]
 )
-# No page of ours uses a device or a payment sheet; the copy buttons write to the clipboard.
+# No page of ours uses a device or a payment sheet. The clipboard stays with our own pages
+# (the copy buttons write to it; reading still needs the person's permission).
 PERMISSIONS_POLICY = ", ".join(
     [
         "accelerometer=()",
@@ -84,7 +85,7 @@ PERMISSIONS_POLICY = ", ".join(
         "microphone=()",
         "payment=()",
         "usb=()",
-        "clipboard-read=()",
+        "clipboard-read=(self)",
         "clipboard-write=(self)",
     ]
 )

@@ -258,3 +258,21 @@ def test_the_page_costs_a_fixed_number_of_queries_however_many_keys_and_days(
     with django_assert_max_num_queries(8):
         html = html_of(client.get("/usage/"))
     assert len(re.findall(r'<tr data-key="', html)) == 12
+
+
+def test_the_filter_gets_the_fragment_and_a_history_restore_the_whole_page(
+    history: History, owner: User, client_for
+) -> None:
+    client = client_for(owner)
+
+    fragment = client.get(f"/usage/?key={history.leaked.pk}", HTTP_HX_REQUEST="true")
+    # Back after htmx's history cache missed: the whole page, or the fragment would become the page.
+    restored = client.get(
+        f"/usage/?key={history.leaked.pk}", HTTP_HX_REQUEST="true", HTTP_HX_HISTORY_RESTORE_REQUEST="true"
+    )
+
+    assert html_of(fragment).lstrip().startswith('<div id="usage-body">')
+    assert html_of(restored).startswith("<!doctype html>")
+    for response in (fragment, restored):
+        assert "HX-Request" in response["Vary"]
+        assert "no-store" in response["Cache-Control"]

@@ -41,7 +41,8 @@ def seed_ledger(owner: User, history: History) -> None:
     """Real charges (so the ledger has rolled-up usage lines), a top-up, and a balance low
     enough for the overview's warning."""
     ServedModel.objects.get_or_create(
-        name="dos-ai", defaults={"input_price_micros_per_million": 500_000, "output_price_micros_per_million": 1_500_000}
+        name="dos-ai",
+        defaults={"input_price_micros_per_million": 500_000, "output_price_micros_per_million": 1_500_000},
     )
     credits_grant(user=owner, amount_micros=10_000_000, kind=LedgerEntry.Kind.TOPUP, note="Invoice 2026-0142")
     for index in range(6):
@@ -115,7 +116,12 @@ def assert_on_screen(page, selector: str) -> None:
 
 @pytest.mark.parametrize("device", list(WIDTHS))
 def test_every_dashboard_page_fits_the_screen_and_breaks_no_policy(
-    live_server, page, shots: Path, history: History, owner: User, device: str  # noqa: F811
+    live_server,
+    page,
+    shots: Path,
+    history: History,
+    owner: User,
+    device: str,  # noqa: F811
 ) -> None:
     from playwright.sync_api import expect
 
@@ -159,8 +165,7 @@ def test_every_dashboard_page_fits_the_screen_and_breaks_no_policy(
             # A tap (click) on a day says its exact value; no hover needed.
             hits.nth(26).click()
             expect(page.locator("[data-chart-readout]")).to_have_text(
-                f"{history.day(3):%a}, {history.day(3):%b} {history.day(3).day}: "
-                + "200 requests — spike"
+                f"{history.day(3):%a}, {history.day(3):%b} {history.day(3).day}: " + "200 requests — spike"
             )
             if name == "usage":
                 assert_on_screen(page, "#usage-by-key td:visible")
