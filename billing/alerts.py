@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.mail import EmailMessage, get_connection
+from django.core.mail.backends.base import BaseEmailBackend
 from django.db import transaction
-from django.db.models import Count, F, Q, Sum, Value
+from django.db.models import Count, F, Q, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -44,7 +45,8 @@ class AlertRun:
     failed: int = 0
 
 
-def _accounts_with_thresholds():
+def _accounts_with_thresholds() -> QuerySet[CreditAccount]:
+    """Every active account's credit, with `available`, `threshold` and `enabled` annotated."""
     return CreditAccount.objects.filter(user__is_active=True).annotate(
         available=F("balance_micros") - F("held_micros"),
         threshold=Coalesce(
@@ -81,7 +83,19 @@ def low_balance_message(*, user: User, available_micros: int, threshold_micros: 
     )
 
 
-def send_low_balance_alerts(*, connection, run: AlertRun) -> None:
+def _send_once(*, user: User, kind: str, subject: str, message: EmailMessage, connection: BaseEmailBackend) -> bool:
+    """Record the alert and send it in one transaction; False when it was already recorded
+    (another run got there first). A failed send raises and leaves nothing recorded."""
+    with transaction.atomic():
+        _state, created = AlertState.objects.get_or_create(user=user, kind=kind, subject=subject)
+        if not created:
+            return False
+        message.connection = connection
+        message.send()
+    return True
+
+
+def send_low_balance_alerts(*, connection: BaseEmailBackend, run: AlertRun) -> None:
     accounts = _accounts_with_thresholds()
     # Re-arm, in one statement: back above the threshold (with the margin), or turned off.
     still_low = accounts.annotate(available_tenths=F("available") * 10).filter(
@@ -96,23 +110,18 @@ def send_low_balance_alerts(*, connection, run: AlertRun) -> None:
     already = AlertState.objects.filter(kind=AlertState.Kind.LOW_BALANCE).values("user_id")
     below = accounts.filter(enabled=True, available__lt=F("threshold")).exclude(user_id__in=already)
     for account in below.select_related("user"):
+        message = low_balance_message(
+            user=account.user, available_micros=account.available, threshold_micros=account.threshold
+        )
         try:
-            with transaction.atomic():
-                _state, created = AlertState.objects.get_or_create(
-                    user=account.user, kind=AlertState.Kind.LOW_BALANCE, subject=""
-                )
-                if not created:  # another run got there first
-                    continue
-                message = low_balance_message(
-                    user=account.user, available_micros=account.available, threshold_micros=account.threshold
-                )
-                message.connection = connection
-                message.send()
-        except Exception:
+            sent = _send_once(
+                user=account.user, kind=AlertState.Kind.LOW_BALANCE, subject="", message=message, connection=connection
+            )
+        except Exception:  # one account's failure must not stop the others (logged, retried)
             logger.exception("low-balance alert for user %s not sent; the next run retries", account.user_id)
             run.failed += 1
             continue
-        run.low_balance_sent += 1
+        run.low_balance_sent += sent
 
 
 def _last_week(today: dt.date) -> tuple[dt.date, dt.date, str]:
@@ -163,26 +172,21 @@ def weekly_summary_message(*, user: User, first: dt.date, last: dt.date) -> Emai
     )
 
 
-def send_weekly_summaries(*, connection, run: AlertRun, today: dt.date) -> None:
+def send_weekly_summaries(*, connection: BaseEmailBackend, run: AlertRun, today: dt.date) -> None:
     first, last, week = _last_week(today)
     done = AlertState.objects.filter(kind=AlertState.Kind.WEEKLY_SUMMARY, subject=week).values("user_id")
     users = User.objects.filter(is_active=True, alert_settings__weekly_summary_enabled=True).exclude(pk__in=done)
     for user in users:
+        message = weekly_summary_message(user=user, first=first, last=last)
         try:
-            with transaction.atomic():
-                _state, created = AlertState.objects.get_or_create(
-                    user=user, kind=AlertState.Kind.WEEKLY_SUMMARY, subject=week
-                )
-                if not created:
-                    continue
-                message = weekly_summary_message(user=user, first=first, last=last)
-                message.connection = connection
-                message.send()
-        except Exception:
+            sent = _send_once(
+                user=user, kind=AlertState.Kind.WEEKLY_SUMMARY, subject=week, message=message, connection=connection
+            )
+        except Exception:  # one account's failure must not stop the others (logged, retried)
             logger.exception("weekly summary for user %s not sent; the next run retries", user.pk)
             run.failed += 1
             continue
-        run.weekly_sent += 1
+        run.weekly_sent += sent
 
 
 def alerts_send(*, today: dt.date | None = None) -> AlertRun:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from decimal import Decimal
 
 from django.db.models import Count, Sum
@@ -20,7 +19,7 @@ from accounts.models import User
 from apikeys.models import ApiKey
 from billing.models import UsageRecord
 from billing.money import micros_to_usd
-from billing.selectors import WINDOW_DAYS, LedgerLine, usage_window
+from billing.selectors import WINDOW_DAYS, LedgerLine, UsageWindow, usage_window
 
 USAGE_COLUMNS = [
     "date",
@@ -50,20 +49,6 @@ class ExportRangeError(ValueError):
     """A `from`/`to` the export cannot use; the message is for people."""
 
 
-@dataclass(frozen=True)
-class ExportRange:
-    first_day: dt.date
-    last_day: dt.date
-
-    @property
-    def starts_at(self) -> dt.datetime:
-        return dt.datetime.combine(self.first_day, dt.time.min, tzinfo=dt.UTC)
-
-    @property
-    def ends_at(self) -> dt.datetime:
-        return dt.datetime.combine(self.last_day + dt.timedelta(days=1), dt.time.min, tzinfo=dt.UTC)
-
-
 def _parse_day(name: str, text: str) -> dt.date:
     try:
         return dt.date.fromisoformat(text)
@@ -71,12 +56,11 @@ def _parse_day(name: str, text: str) -> dt.date:
         raise ExportRangeError(f"`{name}` must be a date written YYYY-MM-DD, e.g. 2026-11-01; got {text!r}.") from None
 
 
-def export_range(params: Mapping[str, str]) -> ExportRange:
+def export_range(params: Mapping[str, str]) -> UsageWindow:
     """`from` and `to` (UTC days, both included); both absent means the usage page's 30 days."""
     first, last = params.get("from", "").strip(), params.get("to", "").strip()
     if not first and not last:
-        window = usage_window(days=WINDOW_DAYS)
-        return ExportRange(window.first_day, window.last_day)
+        return usage_window(days=WINDOW_DAYS)
     if not first or not last:
         raise ExportRangeError("Give both `from` and `to` (YYYY-MM-DD), or neither for the last 30 days.")
     if len(first) != 10 or len(last) != 10:  # fromisoformat also takes 20261101 and week dates
@@ -88,7 +72,7 @@ def export_range(params: Mapping[str, str]) -> ExportRange:
         raise ExportRangeError(f"`from` ({first_day}) is after `to` ({last_day}).")
     if (last_day - first_day).days + 1 > MAX_EXPORT_DAYS:
         raise ExportRangeError(f"Export at most {MAX_EXPORT_DAYS} days at a time.")
-    return ExportRange(first_day, last_day)
+    return UsageWindow(first_day=first_day, last_day=last_day)
 
 
 def usd_exact(micros: int) -> Decimal:
@@ -96,7 +80,7 @@ def usd_exact(micros: int) -> Decimal:
     return micros_to_usd(micros)
 
 
-def usage_rows(*, user: User, span: ExportRange, api_key: ApiKey | None = None) -> Iterator[list[object]]:
+def usage_rows(*, user: User, span: UsageWindow, api_key: ApiKey | None = None) -> Iterator[list[object]]:
     """One row per UTC day × key × model, oldest day first; counts every request, failed ones
     too (they cost nothing), like the usage page."""
     records = UsageRecord.objects.filter(user=user, created_at__gte=span.starts_at, created_at__lt=span.ends_at)

@@ -20,6 +20,8 @@ from accounts.models import User
 from apikeys.models import ApiKey
 from apikeys.services import api_key_create, api_key_revoke
 from billing.models import UsageRecord
+from billing.money import cost_micros
+from billing.services import UsageOutcome, credit_reserve, usage_settle
 
 CHAT_COST = 1_250
 EMBED_COST = 40
@@ -61,6 +63,38 @@ def add_usage(
             created_at=at + dt.timedelta(seconds=index),
         )
         for index in range(count)
+    )
+
+
+def settle_usage(
+    api_key: ApiKey,
+    request_id: str,
+    *,
+    prompt_tokens: int = 1_000,
+    completion_tokens: int = 500,
+    at: dt.datetime | None = None,
+) -> UsageRecord | None:
+    """A real charge through the services, as the gateway makes one: a hold, then settlement of
+    a dos-ai chat call at its seeded prices ($0.50 / $1.50 per million), with its ledger entry.
+    The one place tests make charges, so a change of the settlement API is one change here."""
+    hold_id = credit_reserve(user_id=api_key.owner_id, amount_micros=100_000, request_id=request_id)
+    price = {"input_price_per_million": 500_000, "output_price_per_million": 1_500_000}
+    return usage_settle(
+        hold_id=hold_id,
+        outcome=UsageOutcome(
+            user_id=api_key.owner_id,
+            api_key_id=api_key.pk,
+            request_id=request_id,
+            endpoint="chat/completions",
+            model="dos-ai",
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cost_micros=cost_micros(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, **price),
+            status_code=200,
+            streamed=False,
+            latency_ms=120,
+            started_at=at or dt.datetime.now(dt.UTC),
+        ),
     )
 
 

@@ -3,7 +3,6 @@ ledger, how to add credit — and only ever the signed-in account's own."""
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 
 import pytest
@@ -13,9 +12,8 @@ from accounts.models import User
 from accounts.services import account_set_limits, account_set_plan
 from apikeys.models import ApiKey
 from billing.models import CreditAccount, LedgerEntry, ServedModel
-from billing.money import cost_micros
-from billing.services import UsageOutcome, credit_reserve, credits_grant, usage_settle
-from billing.tests.conftest import make_key
+from billing.services import credit_reserve, credits_grant
+from billing.tests.conftest import make_key, settle_usage
 from billing.tests.test_usage_page import html_of, row
 
 
@@ -24,29 +22,11 @@ def ledger_rows(html: str) -> list[str]:
 
 
 def settle_chat(owner: User, request_id: str, *, prompt_tokens: int, completion_tokens: int) -> None:
-    api_key = make_key(owner, f"key for {request_id}")
-    hold_id = credit_reserve(user_id=owner.pk, amount_micros=10_000, request_id=request_id)
-    usage_settle(
-        hold_id=hold_id,
-        outcome=UsageOutcome(
-            user_id=owner.pk,
-            api_key_id=api_key.pk,
-            request_id=request_id,
-            endpoint="chat/completions",
-            model="dos-ai",
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            cost_micros=cost_micros(
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                input_price_per_million=500_000,
-                output_price_per_million=1_500_000,
-            ),
-            status_code=200,
-            streamed=False,
-            latency_ms=90,
-            started_at=dt.datetime.now(dt.UTC),
-        ),
+    settle_usage(
+        make_key(owner, f"key for {request_id}"),
+        request_id,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
     )
 
 

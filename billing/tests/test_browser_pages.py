@@ -13,9 +13,8 @@ from django.test import Client
 from accounts.models import User
 from accounts.services import account_set_limits, account_set_plan
 from billing.models import LedgerEntry, ServedModel
-from billing.money import cost_micros
-from billing.services import UsageOutcome, credit_reserve, credits_grant, usage_settle
-from billing.tests.conftest import History, make_key
+from billing.services import credit_reserve, credits_grant
+from billing.tests.conftest import History, make_key, settle_usage
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -81,28 +80,6 @@ def test_the_usage_page_without_usage_in_a_browser(live_server, page, artifacts_
     page.screenshot(path=artifacts_dir / "usage-empty.png", full_page=True)
 
 
-def settle(owner: User, api_key, request_id: str, *, prompt: int, completion: int, at: dt.datetime) -> None:
-    hold_id = credit_reserve(user_id=owner.pk, amount_micros=100_000, request_id=request_id)
-    price = {"input_price_per_million": 500_000, "output_price_per_million": 1_500_000}
-    usage_settle(
-        hold_id=hold_id,
-        outcome=UsageOutcome(
-            user_id=owner.pk,
-            api_key_id=api_key.pk,
-            request_id=request_id,
-            endpoint="chat/completions",
-            model="dos-ai",
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            cost_micros=cost_micros(prompt_tokens=prompt, completion_tokens=completion, **price),
-            status_code=200,
-            streamed=False,
-            latency_ms=240,
-            started_at=at,
-        ),
-    )
-
-
 def test_the_billing_page_in_a_browser(live_server, page, artifacts_dir: Path, owner: User) -> None:
     from playwright.sync_api import expect
 
@@ -121,7 +98,9 @@ def test_the_billing_page_in_a_browser(live_server, page, artifacts_dir: Path, o
     api_key = make_key(owner, "Production backend")
     now = dt.datetime.now(dt.UTC)
     for index in range(28):
-        settle(owner, api_key, f"req_{index:04x}", prompt=800 + 37 * index, completion=300 + 11 * index, at=now)
+        settle_usage(
+            api_key, f"req_{index:04x}", prompt_tokens=800 + 37 * index, completion_tokens=300 + 11 * index, at=now
+        )
     credits_grant(user=owner, amount_micros=12_345, kind=LedgerEntry.Kind.REFUND, note="Upstream timeout on req_0003")
     credits_grant(user=owner, amount_micros=-1_000_000, kind=LedgerEntry.Kind.ADJUSTMENT, note="Duplicate grant")
     credit_reserve(user_id=owner.pk, amount_micros=4_096, request_id="req_in_flight")

@@ -19,8 +19,8 @@ from django.test import Client
 from accounts.models import User
 from billing.models import CreditAccount, LedgerEntry, UsageRecord
 from billing.selectors import ledger_sum_micros
-from billing.services import UsageOutcome, credit_reserve, credits_grant, usage_settle
-from billing.tests.conftest import History, add_usage, make_key
+from billing.services import credits_grant
+from billing.tests.conftest import History, add_usage, make_key, settle_usage
 
 pytestmark = pytest.mark.django_db
 
@@ -208,25 +208,9 @@ def test_the_usage_page_links_to_the_export_of_what_it_shows(history: History, o
 # --- The ledger, rolled up for reading -------------------------------------------------
 
 
-def charge(owner: User, api_key, request_id: str, *, completion_tokens: int = 100) -> None:
-    hold_id = credit_reserve(user_id=owner.pk, amount_micros=10_000, request_id=request_id)
-    usage_settle(
-        hold_id=hold_id,
-        outcome=UsageOutcome(
-            user_id=owner.pk,
-            api_key_id=api_key.pk,
-            request_id=request_id,
-            endpoint="chat/completions",
-            model="dos-ai",
-            prompt_tokens=10,
-            completion_tokens=completion_tokens,
-            cost_micros=5 + 150 * completion_tokens // 100,  # 10 × $0.50/M + n × $1.50/M
-            status_code=200,
-            streamed=False,
-            latency_ms=50,
-            started_at=dt.datetime.now(dt.UTC),
-        ),
-    )
+def charge(api_key, request_id: str, *, completion_tokens: int = 100) -> None:
+    # 10 × $0.50/M + 100 × $1.50/M = 155 µUSD each.
+    settle_usage(api_key, request_id, prompt_tokens=10, completion_tokens=completion_tokens)
 
 
 @pytest.fixture
@@ -234,15 +218,15 @@ def charged(owner: User) -> dict[str, object]:
     """The sign-up credit; 3 charges of one key yesterday, 2 today; 4 of another key today; a top-up today."""
     production, batch = make_key(owner, "Production backend"), make_key(owner, "Batch jobs")
     for index in range(3):
-        charge(owner, production, f"req_y{index}")
+        charge(production, f"req_y{index}")
     yesterday = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
     LedgerEntry.objects.filter(user=owner, kind="usage").update(created_at=yesterday)
     LedgerEntry.objects.filter(user=owner, kind="grant").update(created_at=yesterday - dt.timedelta(days=1))
     for index in range(2):
-        charge(owner, production, f"req_t{index}")
+        charge(production, f"req_t{index}")
     credits_grant(user=owner, amount_micros=10_000_000, kind=LedgerEntry.Kind.TOPUP, note="Invoice 7")
     for index in range(4):
-        charge(owner, batch, f"req_b{index}")
+        charge(batch, f"req_b{index}")
     return {"production": production, "batch": batch}
 
 

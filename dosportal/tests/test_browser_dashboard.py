@@ -14,8 +14,8 @@ from django.test import Client
 from accounts.models import User
 from apikeys.models import ApiKey
 from billing.models import CreditAccount, LedgerEntry, ServedModel
-from billing.services import UsageOutcome, credit_reserve, credits_grant, usage_settle
-from billing.tests.conftest import History, history  # noqa: F401 - the seeded 30 days, as a fixture
+from billing.services import credits_grant
+from billing.tests.conftest import History, settle_usage
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -37,7 +37,7 @@ def sign_in(page, live_server, user: User) -> None:
     page.context.add_cookies([{"name": cookie.key, "value": cookie.value, "url": live_server.url}])
 
 
-def seed_ledger(owner: User, history: History) -> None:
+def seed_ledger(owner: User, seeded: History) -> None:
     """Real charges (so the ledger has rolled-up usage lines), a top-up, and a balance low
     enough for the overview's warning."""
     ServedModel.objects.get_or_create(
@@ -46,26 +46,8 @@ def seed_ledger(owner: User, history: History) -> None:
     )
     credits_grant(user=owner, amount_micros=10_000_000, kind=LedgerEntry.Kind.TOPUP, note="Invoice 2026-0142")
     for index in range(6):
-        api_key = history.production if index % 2 else ApiKey.objects.get(pk=history.production.pk)
-        hold_id = credit_reserve(user_id=owner.pk, amount_micros=10_000, request_id=f"req_browser_{index}")
-        usage_settle(
-            hold_id=hold_id,
-            outcome=UsageOutcome(
-                user_id=owner.pk,
-                api_key_id=api_key.pk,
-                request_id=f"req_browser_{index}",
-                endpoint="chat/completions",
-                model="dos-ai",
-                prompt_tokens=1_000,
-                completion_tokens=500,
-                cost_micros=1_250,
-                status_code=200,
-                streamed=False,
-                latency_ms=200,
-                started_at=dt.datetime.now(dt.UTC),
-            ),
-        )
-    ApiKey.objects.filter(pk=history.production.pk).update(last_used_at=dt.datetime.now(dt.UTC))
+        settle_usage(seeded.production, f"req_browser_{index}")
+    ApiKey.objects.filter(pk=seeded.production.pk).update(last_used_at=dt.datetime.now(dt.UTC))
     # $0.05 left against about $0.04 a day of spend: "running low".
     account = CreditAccount.objects.get(user=owner)
     credits_grant(
@@ -121,7 +103,7 @@ def test_every_dashboard_page_fits_the_screen_and_breaks_no_policy(
     shots: Path,
     history: History,
     owner: User,
-    device: str,  # noqa: F811
+    device: str,
 ) -> None:
     from playwright.sync_api import expect
 

@@ -206,11 +206,17 @@ def _set_balance(user: User, micros: int) -> None:
     CreditAccount.objects.filter(user=user).update(balance_micros=micros)
 
 
-def test_it_warns_when_the_credit_lasts_less_than_three_days_at_last_weeks_pace(client_for, owner: User) -> None:
+@pytest.fixture
+def a_dollar_a_day(owner: User) -> None:
+    """7 days × 800 requests × 1,250 µUSD = $7.00 in the week: $1.00 a day on average."""
     production = make_key(owner, "Production backend")
-    # 7 days × 800 requests × 1,250 µUSD = $7.00 in the week: $1.00 a day on average.
     for days_ago in range(7):
         add_usage(production, days_ago=days_ago, count=800)
+
+
+def test_it_warns_when_the_credit_lasts_less_than_three_days_at_last_weeks_pace(
+    client_for, owner: User, a_dollar_a_day: None
+) -> None:
     _set_balance(owner, 2_990_000)
 
     response = client_for(owner).get("/")
@@ -224,10 +230,9 @@ def test_it_warns_when_the_credit_lasts_less_than_three_days_at_last_weeks_pace(
     assert 'data-micros="1000000">$1.00</span> a day' in content
 
 
-def test_it_does_not_warn_while_the_credit_lasts_three_days_or_more(client_for, owner: User) -> None:
-    production = make_key(owner, "Production backend")
-    for days_ago in range(7):
-        add_usage(production, days_ago=days_ago, count=800)
+def test_it_does_not_warn_while_the_credit_lasts_three_days_or_more(
+    client_for, owner: User, a_dollar_a_day: None
+) -> None:
     _set_balance(owner, 3_000_000)
 
     response = client_for(owner).get("/")
