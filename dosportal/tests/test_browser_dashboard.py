@@ -203,3 +203,27 @@ def test_a_new_key_and_its_quickstart_on_a_phone(live_server, page, shots: Path,
     page.screenshot(path=shots / "key-already-revoked-phone.png")
     dialog.get_by_role("button", name="Close").click()
     expect(page.get_by_role("dialog")).to_have_count(0)
+
+
+def test_the_admin_breaks_no_policy_and_fits_1280(live_server, page, shots: Path, history: History) -> None:
+    admin_user = User.objects.create_superuser("admin@example.com", "admin-password-1")
+    sign_in(page, live_server, admin_user)
+    paths = {
+        "admin-index": "/admin/",
+        "admin-keys": "/admin/apikeys/apikey/",
+        "admin-key": f"/admin/apikeys/apikey/{history.production.pk}/change/",
+        "admin-usage": "/admin/billing/usagerecord/",
+        "admin-ledger": "/admin/billing/ledgerentry/",
+        "admin-credit": f"/admin/billing/creditaccount/{history.production.owner_id}/change/",
+        "admin-alerts": "/admin/billing/alertsettings/add/",
+    }
+    for name, path in paths.items():
+        errors = visit(page, live_server.url + path)
+        assert page.evaluate("window.__cspViolations") == [], path
+        assert [text for text in errors if "Content Security Policy" in text] == [], path
+        page.screenshot(path=shots / f"{name}.png", full_page=True)
+    # The usage list's useful columns are on screen at 1280 px, beside the filters.
+    page.goto(live_server.url + "/admin/billing/usagerecord/")
+    for column in ("status_code", "model", "cost", "tokens", "key"):
+        box = page.locator(f"th.column-{column}").bounding_box()
+        assert box["x"] + box["width"] <= 1280, column
