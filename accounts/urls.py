@@ -12,7 +12,6 @@ login = throttle(LOGIN)(allauth_views.login)
 password_reset = throttle(PASSWORD_RESET)(allauth_views.password_reset)
 
 urlpatterns = [
-    path("", views.overview, name="overview"),
     path("signup/", signup, name="signup"),
     path("login/", login, name="login"),
     path("logout/", views.logout, name="logout"),

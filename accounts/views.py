@@ -18,11 +18,7 @@ from django.views.decorators.http import require_POST
 from accounts.forms import AccountPasswordChangeForm
 from accounts.models import SecurityEvent
 from accounts.security import security_event_record
-from accounts.services import account_has_verified_email
-from apikeys.models import ApiKey
-from billing.money import format_usd
 from billing.plans import PLANS
-from billing.selectors import credit_account_for
 
 
 class LogoutView(auth_views.LogoutView):
@@ -30,17 +26,6 @@ class LogoutView(auth_views.LogoutView):
 
 
 logout = LogoutView.as_view()
-
-
-@login_required
-def overview(request: HttpRequest) -> HttpResponse:
-    context = {
-        "plan": request.user.plan_info,
-        "balance": format_usd(credit_account_for(user=request.user).balance_micros),
-        "active_key_count": ApiKey.objects.filter(owner=request.user).active().count(),
-        "email_verified": account_has_verified_email(request.user),
-    }
-    return render(request, "accounts/overview.html", context)
 
 
 @login_required

@@ -26,9 +26,10 @@ class StatusFilter(admin.SimpleListFilter):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ["owner", "name", "hint", "created_at", "last_used_at", "revoked_at"]
+    list_display = ["status", "name", "owner", "hint", "last_used_at", "created_at", "revoked_at"]
     list_display_links = ["name"]
     list_filter = [StatusFilter, "created_at"]
+    date_hierarchy = "created_at"
     search_fields = ["owner__email", "name", "hint"]
     list_select_related = ["owner"]
     # hashed_key is deliberately absent: it identifies the key to anyone with the database.
@@ -44,6 +45,10 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: ApiKey | None = None) -> bool:
         # Revoke instead: the row stays so past usage remains attributable to it.
         return False
+
+    @admin.display(description="status", ordering="revoked_at")
+    def status(self, obj: ApiKey) -> str:
+        return "Active" if obj.is_active else "Revoked"
 
     @admin.action(description="Revoke selected keys", permissions=["change"])
     def revoke_selected(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:

@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_POST, require_safe
-from django_htmx.http import reswap, retarget, trigger_client_event
+from django_htmx.http import reswap, retarget
 
 from accounts.reauth import reauthenticate_then, recently_authenticated
 from accounts.security import SecurityContext
@@ -22,44 +22,43 @@ from accounts.services import account_has_verified_email
 from apikeys.forms import ApiKeyCreateForm
 from apikeys.models import ApiKey
 from apikeys.services import api_key_create, api_key_revoke
-from dosportal.htmx import HtmxHttpRequest, login_required, vary_on_htmx
+from dosportal.htmx import HtmxHttpRequest, login_required, render_page_or_fragment, vary_on_htmx
 
 
 def _get_key_for_user(request: HtmxHttpRequest, key_id: int) -> ApiKey:
-    """The user's own active key, or 404: another user's key and a revoked key look the same."""
+    """The user's own key, revoked or not, or 404: another user's key and a key that never
+    existed look the same."""
     try:
-        return ApiKey.objects.active().get(pk=key_id, owner=request.user)
+        return ApiKey.objects.get(pk=key_id, owner=request.user)
     except ApiKey.DoesNotExist:
         raise Http404("No such API key") from None
 
 
-def _render_keys_page(
+def _keys_context(
     request: HtmxHttpRequest,
     *,
-    form: ApiKeyCreateForm,
-    api_key: ApiKey | None = None,
+    form: ApiKeyCreateForm | None = None,
+    new_key: ApiKey | None = None,
     raw_key: str | None = None,
-) -> HttpResponse:
-    context = {
+) -> dict[str, object]:
+    """Everything keys.html and its partials need: the one place the list is built."""
+    return {
         "keys": request.user.api_keys.active(),
-        "form": form,
-        "new_key": api_key,
+        "form": form or ApiKeyCreateForm(),
+        "new_key": new_key,
         "raw_key": raw_key,
     }
-    return render(request, "apikeys/keys.html", context)
+
+
+def _already_revoked(request: HtmxHttpRequest, api_key: ApiKey) -> None:
+    # Two tabs, or Back to a page from before the revoke: nothing to do, and nothing went wrong.
+    messages.info(request, f"“{api_key.name}” was already revoked. Requests using it fail.")
 
 
 @require_safe
 @login_required
 def keys_page(request: HtmxHttpRequest) -> HttpResponse:
-    # htmx restoring its history wants the whole page, like a plain request.
-    if request.htmx and not request.htmx.history_restore_request:
-        # The list region refreshing itself after a "key-created" event.
-        context = {"keys": request.user.api_keys.active(), "form": ApiKeyCreateForm()}
-        response = render(request, "apikeys/keys.html#keys-table", context)
-    else:
-        response = _render_keys_page(request, form=ApiKeyCreateForm())
-    return vary_on_htmx(response)
+    return render_page_or_fragment(request, "apikeys/keys.html", "keys-table", _keys_context(request))
 
 
 @require_POST
@@ -79,7 +78,7 @@ def key_create(request: HtmxHttpRequest) -> HttpResponse:
             retarget(response, "#key-create-form")
             reswap(response, "outerHTML")
         else:
-            response = _render_keys_page(request, form=form)
+            response = render(request, "apikeys/keys.html", _keys_context(request, form=form))
         return vary_on_htmx(response)
 
     api_key, raw_key = api_key_create(
@@ -87,12 +86,10 @@ def key_create(request: HtmxHttpRequest) -> HttpResponse:
     )
     # The raw key goes into this one response and nowhere else: not the session, not a
     # message, not a redirect target. Hence no redirect after this POST, even without JS.
-    if request.htmx:
-        response = render(request, "apikeys/keys.html#new-key", {"new_key": api_key, "raw_key": raw_key})
-        # The list refreshes itself on this event, after the key exists: no request races the create.
-        trigger_client_event(response, "key-created", {"id": api_key.pk})
-    else:
-        response = _render_keys_page(request, form=ApiKeyCreateForm(), api_key=api_key, raw_key=raw_key)
+    context = _keys_context(request, new_key=api_key, raw_key=raw_key)
+    # htmx: the key panel, and the list with the new key out of band, in this one response.
+    template = "apikeys/keys.html#key-created" if request.htmx else "apikeys/keys.html"
+    response = render(request, template, context)
     # Neither the browser (nor its back/forward cache) nor a proxy may keep a copy.
     add_never_cache_headers(response)
     return vary_on_htmx(response)
@@ -103,6 +100,14 @@ def key_create(request: HtmxHttpRequest) -> HttpResponse:
 def key_delete(request: HtmxHttpRequest, key_id: int) -> HttpResponse:
     """The confirmation: a <dialog> fragment for htmx, a page of its own without JavaScript."""
     api_key = _get_key_for_user(request, key_id)
+    if not api_key.is_active:
+        if request.htmx:
+            context = {**_keys_context(request), "api_key": api_key}
+            response = render(request, "apikeys/keys.html#key-gone", context)
+        else:
+            _already_revoked(request, api_key)
+            response = redirect("keys")
+        return vary_on_htmx(response)
     template = "apikeys/_delete_dialog.html" if request.htmx else "apikeys/key_delete.html"
     return vary_on_htmx(render(request, template, {"api_key": api_key}))
 
@@ -111,11 +116,13 @@ def key_delete(request: HtmxHttpRequest, key_id: int) -> HttpResponse:
 @login_required
 def key_revoke(request: HtmxHttpRequest, key_id: int) -> HttpResponse:
     api_key = _get_key_for_user(request, key_id)
-    api_key_revoke(api_key=api_key, context=SecurityContext.from_request(request))
-    messages.success(request, f"Revoked “{api_key.name}”. Requests using it now fail.")
+    if api_key.is_active:
+        api_key_revoke(api_key=api_key, context=SecurityContext.from_request(request))
+        messages.success(request, f"Revoked “{api_key.name}”. Requests using it now fail.")
+    else:
+        _already_revoked(request, api_key)
     if request.htmx:
         # The list without the key (or the empty state), and the message, which the form
         # picks out of the response with hx-select-oob into the page's live region.
-        context = {"keys": request.user.api_keys.active(), "form": ApiKeyCreateForm()}
-        return vary_on_htmx(render(request, "apikeys/keys.html#key-revoked", context))
+        return vary_on_htmx(render(request, "apikeys/keys.html#key-revoked", _keys_context(request)))
     return vary_on_htmx(redirect("keys"))

@@ -23,7 +23,16 @@ from django.utils.html import format_html
 from accounts.models import SecurityEvent
 from accounts.security import security_event_record
 from billing.forms import GrantCreditsForm, ServedModelAdminForm
-from billing.models import CreditAccount, CreditHold, LedgerEntry, ServedModel, UpstreamEndpoint, UsageRecord
+from billing.models import (
+    AlertSettings,
+    AlertState,
+    CreditAccount,
+    CreditHold,
+    LedgerEntry,
+    ServedModel,
+    UpstreamEndpoint,
+    UsageRecord,
+)
 from billing.money import format_usd
 from billing.selectors import ledger_sum_micros
 from billing.services import CreditError, credits_grant
@@ -312,20 +321,10 @@ class StatusFilter(admin.SimpleListFilter):
 
 @admin.register(UsageRecord)
 class UsageRecordAdmin(ReadOnlyAdmin):
-    list_display = [
-        "created_at",
-        "request_id",
-        "user",
-        "api_key",
-        "model",
-        "endpoint",
-        "prompt_tokens",
-        "completion_tokens",
-        "cost",
-        "status_code",
-        "streamed",
-        "latency_ms",
-    ]
+    # What an operator scans for first, in a width that fits 1280 px beside the filters; the
+    # request id is searchable and on the detail page.
+    list_display = ["status_code", "model", "cost", "tokens", "key", "user", "created_at", "latency_ms"]
+    list_display_links = ["created_at"]
     list_filter = [StatusFilter, "model", "endpoint", "streamed", "created_at"]
     list_select_related = ["user", "api_key"]
     search_fields = ["request_id", "user__email", "api_key__name"]
@@ -349,3 +348,37 @@ class UsageRecordAdmin(ReadOnlyAdmin):
     @admin.display(description="cost", ordering="cost_micros")
     def cost(self, obj: UsageRecord) -> str:
         return _usd(obj.cost_micros)
+
+    @admin.display(description="API key", ordering="api_key__name")
+    def key(self, obj: UsageRecord) -> str:
+        return obj.api_key.name  # the hint is on the detail page; the name is what fits a column
+
+    @admin.display(description="tokens (in / out)")
+    def tokens(self, obj: UsageRecord) -> str:
+        return f"{obj.prompt_tokens:,} / {obj.completion_tokens:,}"
+
+
+@admin.register(AlertSettings)
+class AlertSettingsAdmin(admin.ModelAdmin):
+    list_display = ["user", "low_balance_enabled", "threshold", "weekly_summary_enabled", "updated_at"]
+    list_filter = ["low_balance_enabled", "weekly_summary_enabled"]
+    search_fields = ["user__email"]
+    list_select_related = ["user"]
+    raw_id_fields = ["user"]
+
+    @admin.display(description="warn below", ordering="low_balance_threshold_micros")
+    def threshold(self, obj: AlertSettings) -> str:
+        return _usd(obj.low_balance_threshold_micros)
+
+
+@admin.register(AlertState)
+class AlertStateAdmin(ReadOnlyAdmin):
+    """Alerts sent and not due again. Deleting a low-balance row re-arms that alert."""
+
+    list_display = ["kind", "user", "subject", "sent_at"]
+    list_filter = ["kind"]
+    search_fields = ["user__email"]
+    date_hierarchy = "sent_at"
+
+    def has_delete_permission(self, request: HttpRequest, obj: AlertState | None = None) -> bool:
+        return request.user.is_superuser

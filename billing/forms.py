@@ -7,8 +7,8 @@ from typing import Any
 
 from django import forms
 
-from billing.models import LedgerEntry, ServedModel
-from billing.money import InvalidAmount, micros_to_usd, usd_to_micros
+from billing.models import AlertSettings, LedgerEntry, ServedModel
+from billing.money import InvalidAmount, exact_places, format_usd, micros_to_usd, usd_to_micros
 
 
 def _clean_usd(value: str | Decimal, *, field: str = "amount") -> int:
@@ -93,3 +93,46 @@ class ServedModelAdminForm(forms.ModelForm):
         if cleaned.get("output_price_usd") is not None:
             self.instance.output_price_micros_per_million = _clean_usd(cleaned["output_price_usd"], field="price")
         return cleaned
+
+
+class AlertSettingsForm(forms.ModelForm):
+    """/settings/: which e-mails an account wants; the threshold typed in dollars."""
+
+    low_balance_threshold_usd = forms.CharField(
+        label="Warn me below (USD)",
+        max_length=32,
+        help_text="Of available credit. Sent once each time the credit falls below it; default $1.00.",
+        widget=forms.TextInput(attrs={"inputmode": "decimal", "autocomplete": "off", "placeholder": "1.00"}),
+    )
+
+    class Meta:
+        model = AlertSettings
+        fields = ["low_balance_enabled", "weekly_summary_enabled"]
+        labels = {
+            "low_balance_enabled": "E-mail me when my available credit runs low",
+            "weekly_summary_enabled": "E-mail me a weekly usage summary",
+        }
+        help_texts = {"weekly_summary_enabled": "Requests, tokens and cost of the past week (Monday to Sunday, UTC)."}
+
+    field_order = ["low_balance_enabled", "low_balance_threshold_usd", "weekly_summary_enabled"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("auto_id", "alerts-%s")
+        super().__init__(*args, **kwargs)
+        threshold = self.instance.low_balance_threshold_micros
+        self.initial.setdefault("low_balance_threshold_usd", format_usd(threshold, exact_places(threshold))[1:])
+
+    def clean_low_balance_threshold_usd(self) -> int:
+        typed = self.cleaned_data["low_balance_threshold_usd"].strip().removeprefix("$").replace(",", "")
+        micros = _clean_usd(typed, field="threshold")
+        if not MIN_ALERT_MICROS <= micros <= MAX_ALERT_MICROS:
+            raise forms.ValidationError("Choose a threshold from $0.01 to $1,000,000.", code="range")
+        return micros
+
+    def save(self, commit: bool = True) -> AlertSettings:
+        self.instance.low_balance_threshold_micros = self.cleaned_data["low_balance_threshold_usd"]
+        return super().save(commit=commit)
+
+
+MIN_ALERT_MICROS = 10_000
+MAX_ALERT_MICROS = 1_000_000 * 1_000_000

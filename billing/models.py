@@ -189,3 +189,52 @@ class LedgerEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.amount_micros} for {self.user}"
+
+
+class AlertSettings(models.Model):
+    """What an account wants to be e-mailed about. No row means the defaults below."""
+
+    DEFAULT_LOW_BALANCE_MICROS = 1_000_000
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="alert_settings"
+    )
+    low_balance_enabled = models.BooleanField(default=True)
+    low_balance_threshold_micros = models.BigIntegerField(default=DEFAULT_LOW_BALANCE_MICROS)
+    weekly_summary_enabled = models.BooleanField(default=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "alert settings"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(low_balance_threshold_micros__gte=0), name="alertsettings_threshold_non_negative"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"alert settings of {self.user}"
+
+
+class AlertState(models.Model):
+    """An alert that was sent and is not due again: once per crossing, not once per request.
+
+    Low balance: the row exists while the account stays below its threshold and is deleted
+    when the credit is back above it, which re-arms the alert. Weekly summary: one row per
+    summarised ISO week (`subject`, e.g. "2026-W47").
+    """
+
+    class Kind(models.TextChoices):
+        LOW_BALANCE = "low_balance", "Low balance"
+        WEEKLY_SUMMARY = "weekly_summary", "Weekly summary"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="alert_states")
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    subject = models.CharField(max_length=64, blank=True)
+    sent_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "kind", "subject"], name="alertstate_once")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.subject} for {self.user}".replace("  ", " ")

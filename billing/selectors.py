@@ -13,17 +13,17 @@ from __future__ import annotations
 import datetime as dt
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from django.core.paginator import Page, Paginator
-from django.db.models import Count, Max, Q, QuerySet, Sum
+from django.db.models import Count, F, Max, Q, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from accounts.models import User
 from apikeys.models import ApiKey
-from billing.models import CreditAccount, LedgerEntry, ServedModel, UsageRecord
+from billing.models import AlertSettings, CreditAccount, LedgerEntry, ServedModel, UsageRecord
 
 WINDOW_DAYS = 30
 LEDGER_PAGE_SIZE = 25
@@ -243,9 +243,94 @@ def credit_account_for(*, user: User) -> CreditAccount:
     return CreditAccount.objects.filter(user=user).first() or CreditAccount(user=user)
 
 
+@dataclass(frozen=True)
+class LedgerLine:
+    """One line of the ledger as people read it: a grant, top-up, refund or adjustment as it
+    was written, or the usage charges of one key on one UTC day added up.
+
+    Display only: the rows stay as written (the ledger is append-only). `entry` is the line's
+    last ledger row, so `balance_after_micros` is the balance right after the line.
+    """
+
+    entry: LedgerEntry
+    amount_micros: int
+    entries: int
+
+    @property
+    def is_usage(self) -> bool:
+        return self.entry.kind == LedgerEntry.Kind.USAGE and self.entry.usage_id is not None
+
+    @property
+    def api_key(self) -> ApiKey | None:
+        return self.entry.usage.api_key if self.is_usage else None
+
+    @property
+    def day(self) -> dt.date:
+        return self.entry.created_at.astimezone(dt.UTC).date()
+
+    @property
+    def balance_after_micros(self) -> int:
+        return self.entry.balance_after_micros
+
+    @property
+    def description(self) -> str:
+        if self.is_usage:
+            noun = "request" if self.entries == 1 else "requests"
+            return f"{self.entries:,} {noun} with {self.api_key.name} ({self.api_key.hint})"
+        return self.entry.note
+
+
+def _ledger_lines(*, user: User) -> QuerySet[LedgerEntry]:
+    """Line id (the last row of the line), time, amount and row count of every ledger line,
+    newest first: usage rows grouped per key per UTC day, every other row on its own."""
+    usage_groups = (
+        LedgerEntry.objects.filter(user=user, kind=LedgerEntry.Kind.USAGE, usage__isnull=False)
+        .annotate(day=TruncDate("created_at", tzinfo=dt.UTC))
+        .values("day", "usage__api_key_id")
+        .annotate(line_id=Max("id"), line_at=Max("created_at"), amount=Sum("amount_micros"), entries=Count("id"))
+        .values("line_id", "line_at", "amount", "entries")
+        .order_by()
+    )
+    singles = (
+        LedgerEntry.objects.filter(user=user)
+        .exclude(kind=LedgerEntry.Kind.USAGE, usage__isnull=False)
+        .annotate(line_id=F("id"), line_at=F("created_at"), amount=F("amount_micros"), entries=Value(1))
+        .values("line_id", "line_at", "amount", "entries")
+        .order_by()
+    )
+    return usage_groups.union(singles, all=True).order_by("-line_at", "-line_id")
+
+
+def _hydrate(rows: Iterable[dict[str, object]]) -> list[LedgerLine]:
+    rows = list(rows)
+    entries = LedgerEntry.objects.select_related("usage__api_key").in_bulk([row["line_id"] for row in rows])
+    return [
+        LedgerLine(entry=entries[row["line_id"]], amount_micros=row["amount"], entries=row["entries"]) for row in rows
+    ]
+
+
 def ledger_page(*, user: User, page_number: str | int | None) -> Page:
-    entries = LedgerEntry.objects.filter(user=user).select_related("usage").order_by("-created_at", "-id")
-    return Paginator(entries, LEDGER_PAGE_SIZE).get_page(page_number)
+    """A page of ledger lines (see LedgerLine); two queries and a count."""
+    page = Paginator(_ledger_lines(user=user), LEDGER_PAGE_SIZE).get_page(page_number)
+    page.object_list = _hydrate(page.object_list)
+    return page
+
+
+def ledger_lines_all(*, user: User, batch_size: int = 500) -> Iterator[LedgerLine]:
+    """Every ledger line, newest first, fetched in batches (for the CSV export)."""
+    lines = _ledger_lines(user=user)
+    offset = 0
+    while True:
+        batch = list(lines[offset : offset + batch_size])
+        if not batch:
+            return
+        yield from _hydrate(batch)
+        offset += batch_size
+
+
+def alert_settings_for(*, user: User) -> AlertSettings:
+    """The account's alert settings; an unsaved row with the defaults when never changed."""
+    return AlertSettings.objects.filter(user=user).first() or AlertSettings(user=user)
 
 
 def ledger_sum_micros(*, user: User) -> int:
@@ -254,3 +339,64 @@ def ledger_sum_micros(*, user: User) -> int:
 
 def served_models_active() -> QuerySet[ServedModel]:
     return ServedModel.objects.filter(is_active=True).order_by("name")
+
+
+# --- The overview's numbers --------------------------------------------------------------
+
+OVERVIEW_DAYS = 7
+# Warn when the available credit would not last this many days at the last week's pace.
+LOW_BALANCE_DAYS = 3
+
+
+@dataclass(frozen=True)
+class SpendSummary:
+    """What the overview shows once there is usage: today, this month, the last 7 days."""
+
+    today: DayUsage
+    month_cost_micros: int
+    week: list[DayUsage]
+    available_micros: int
+
+    @property
+    def has_usage(self) -> bool:
+        return any(day.requests for day in self.week) or self.month_cost_micros > 0
+
+    @property
+    def week_requests(self) -> int:
+        return sum(day.requests for day in self.week)
+
+    @property
+    def average_daily_cost_micros(self) -> int:
+        """The last 7 days' spend per day (today included), rounded up: never optimistic."""
+        total = sum(day.cost_micros for day in self.week)
+        return -(-total // len(self.week)) if self.week else 0
+
+    @property
+    def days_left(self) -> int | None:
+        """Whole days the available credit lasts at that pace; None when nothing is spent."""
+        average = self.average_daily_cost_micros
+        if average <= 0:
+            return None
+        return max(self.available_micros, 0) // average
+
+    @property
+    def is_low(self) -> bool:
+        """Available credit below LOW_BALANCE_DAYS days of the last week's average spend."""
+        average = self.average_daily_cost_micros
+        return average > 0 and self.available_micros < LOW_BALANCE_DAYS * average
+
+
+def spend_summary(*, user: User, today: dt.date | None = None) -> SpendSummary:
+    """Two aggregate queries: the last 7 days per day, and this month's cost."""
+    window = usage_window(today=today, days=OVERVIEW_DAYS)
+    week = usage_daily(user=user, window=window)
+    month_start = dt.datetime.combine(window.last_day.replace(day=1), dt.time.min, tzinfo=dt.UTC)
+    month_cost = UsageRecord.objects.filter(
+        user=user, created_at__gte=month_start, created_at__lt=window.ends_at
+    ).aggregate(total=Coalesce(Sum("cost_micros"), 0))["total"]
+    return SpendSummary(
+        today=week[-1],
+        month_cost_micros=month_cost,
+        week=week,
+        available_micros=credit_account_for(user=user).available_micros,
+    )

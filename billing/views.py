@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.conf import settings
-from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods
 
 from apikeys.models import ApiKey
-from billing import selectors
+from billing import exports, selectors
+from billing.forms import AlertSettingsForm
 from billing.money import common_places
 from billing.plans import PLANS
-from dosportal.htmx import HtmxHttpRequest, login_required, vary_on_htmx
+from dosportal.htmx import HtmxHttpRequest, login_required, render_page_or_fragment
 
 
 def _get_key_for_user(request: HttpRequest, key_id: str) -> ApiKey:
@@ -60,8 +65,7 @@ def usage_page(request: HtmxHttpRequest) -> HttpResponse:
     if not context["has_any_usage"]:
         # Tell "never used the API" apart from "quiet for a month".
         context["last_request_at"] = selectors.usage_last_request_at(user=request.user)
-    template = "billing/usage.html#usage-body" if request.htmx else "billing/usage.html"
-    return vary_on_htmx(render(request, template, context))
+    return render_page_or_fragment(request, "billing/usage.html", "usage-body", context)
 
 
 def _spike_alerts(
@@ -95,10 +99,55 @@ def billing_page(request: HttpRequest) -> HttpResponse:
         "plans": list(PLANS.values()),
         "ledger": ledger,
         "ledger_places": common_places(
-            amount for entry in ledger.object_list for amount in (entry.amount_micros, entry.balance_after_micros)
+            amount for line in ledger.object_list for amount in (line.amount_micros, line.balance_after_micros)
         ),
         "served_models": selectors.served_models_active(),
         # Optional: who to write to for credit. Not every deployment has a billing inbox.
         "billing_contact": settings.DOS_AI_BILLING_CONTACT,
     }
     return render(request, "billing/billing.html", context)
+
+
+def _csv_response(filename: str, header: list[str], rows: Iterable[list[object]]) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(exports.csv_lines(header, rows), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+@require_GET
+@login_required
+def usage_export(request: HtmxHttpRequest) -> HttpResponse:
+    """`/usage/export.csv?from=YYYY-MM-DD&to=YYYY-MM-DD[&key=ID]`: one row per day × key × model."""
+    try:
+        span = exports.export_range(request.GET)
+    except exports.ExportRangeError as error:
+        return HttpResponseBadRequest(str(error), content_type="text/plain; charset=utf-8")
+    key_id = request.GET.get("key", "").strip()
+    api_key = _get_key_for_user(request, key_id) if key_id else None
+    rows = exports.usage_rows(user=request.user, span=span, api_key=api_key)
+    suffix = f"-key-{api_key.pk}" if api_key else ""
+    filename = f"dos-ai-usage-{span.first_day}-to-{span.last_day}{suffix}.csv"
+    return _csv_response(filename, exports.USAGE_COLUMNS, rows)
+
+
+@require_GET
+@login_required
+def ledger_export(request: HtmxHttpRequest) -> HttpResponse:
+    """`/billing/ledger.csv`: every ledger line, newest first, as the billing page shows them."""
+    rows = exports.ledger_rows(selectors.ledger_lines_all(user=request.user))
+    return _csv_response("dos-ai-ledger.csv", exports.LEDGER_COLUMNS, rows)
+
+
+@require_http_methods(["GET", "HEAD", "POST"])
+@login_required
+def alert_settings(request: HtmxHttpRequest) -> HttpResponse:
+    """The alerts card of /settings/ posts here. Saved: back to /settings/ with a message.
+    Refused: this page, with the card and its errors (the settings page belongs to accounts)."""
+    form = AlertSettingsForm(
+        request.POST if request.method == "POST" else None, instance=selectors.alert_settings_for(user=request.user)
+    )
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        messages.success(request, "Alert settings saved.")
+        return redirect(f"{reverse('settings')}#alerts")
+    return render(request, "billing/alert_settings.html", {"alert_form": form})

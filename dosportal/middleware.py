@@ -5,6 +5,7 @@ from collections.abc import Awaitable, Callable
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.utils.cache import add_never_cache_headers
 from whitenoise.middleware import WhiteNoiseMiddleware
 
 
@@ -52,4 +53,81 @@ class AsyncWhiteNoiseMiddleware(WhiteNoiseMiddleware):
         file_response.close()
         for header, value in file_response.items():
             response[header] = value
+        return response
+
+
+# Only our own files: no inline <script>, no inline style attributes, no eval, no CDN.
+# htmx is configured not to need any of them (see the htmx-config <meta> in base.html).
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        # data: for the small SVG icons inlined in app.css; never for scripts.
+        "img-src 'self' data:",
+        "font-src 'self'",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+# No page of ours uses a device or a payment sheet. The clipboard stays with our own pages
+# (the copy buttons write to it; reading still needs the person's permission).
+PERMISSIONS_POLICY = ", ".join(
+    [
+        "accelerometer=()",
+        "camera=()",
+        "geolocation=()",
+        "gyroscope=()",
+        "magnetometer=()",
+        "microphone=()",
+        "payment=()",
+        "usb=()",
+        "clipboard-read=(self)",
+        "clipboard-write=(self)",
+    ]
+)
+
+
+class SecurityHeadersMiddleware:
+    """Content-Security-Policy and Permissions-Policy on every dashboard response, and
+    `Cache-Control: no-store` on every page that does not choose its own caching.
+
+    A static policy in a few lines rather than django-csp: no page needs a nonce (there is no
+    inline script or style at all), so a per-request policy would be machinery without a use.
+    `/v1` is a JSON API that browsers do not render: it is skipped, to keep its path short.
+
+    no-store: every dashboard page is someone's own data (keys, usage, ledger, even the email
+    in the top bar), and must not come back from the browser's cache or back/forward cache
+    after sign-out or after a key was revoked. Static files are answered by WhiteNoise before
+    this middleware and keep their long-lived caching.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[..., HttpResponseBase | Awaitable[HttpResponseBase]]) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest):  # type: ignore[no-untyped-def]
+        if self.is_async:
+            return self.__acall__(request)
+        return self._add_headers(request, self.get_response(request))
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        return self._add_headers(request, await self.get_response(request))
+
+    @staticmethod
+    def _add_headers(request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
+        if request.path_info.startswith("/v1"):
+            return response
+        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        response.headers.setdefault("Permissions-Policy", PERMISSIONS_POLICY)
+        if "Cache-Control" not in response.headers:
+            add_never_cache_headers(response)
         return response

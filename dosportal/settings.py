@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    "django.forms",  # Django's widget templates, for FORM_RENDERER below
     "django_htmx",
     "django_ratelimit",
     "template_partials",
@@ -53,6 +54,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # WhiteNoise, made async-capable so /v1 requests do not pay a thread hop for it.
     "dosportal.middleware.AsyncWhiteNoiseMiddleware",
+    # CSP, Permissions-Policy, no-store: after WhiteNoise, so static files keep their caching.
+    "dosportal.middleware.SecurityHeadersMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -80,9 +83,13 @@ TEMPLATES = [
                 "dosportal.context_processors.portal",
                 "accounts.context_processors.signup_offer",
             ],
+            # dosportal is not an app; its template tags are registered here by name.
+            "libraries": {"code": "dosportal.templatetags.code"},
         },
     },
 ]
+
+FORM_RENDERER = "dosportal.forms.FormRenderer"
 
 WSGI_APPLICATION = "dosportal.wsgi.application"
 ASGI_APPLICATION = "dosportal.asgi.application"
@@ -230,6 +237,9 @@ EMAIL_HOST_USER = envstr("EMAIL_HOST_USER")
 EMAIL_HOST_PASSWORD = envstr("EMAIL_HOST_PASSWORD")
 EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", True)
 DEFAULT_FROM_EMAIL = envstr("DEFAULT_FROM_EMAIL", "DOS AI <noreply@localhost>")
+# The dashboard's own address (https://app.example.com), for links in alert e-mails, which
+# `send_alerts` writes outside any request. Without it the e-mails name the pages instead.
+DOS_AI_SITE_URL = envstr("DOS_AI_SITE_URL").rstrip("/")
 
 # --- Security -------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True

@@ -11,6 +11,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("v1/", include("dosportal.v1.urls")),
     re_path(r"^v1$", v1_views.not_found),
+    path("", views.overview, name="overview"),
     path("", include("accounts.urls")),
     path("keys/", include("apikeys.urls")),
     path("", include("billing.urls")),

@@ -71,7 +71,7 @@ def test_the_link_signs_in_and_grants_the_starting_credit_once(client: Client, m
 
     user = User.objects.get(email="new@example.com")
     assert response.redirect_chain[-1] == ("/", 302)
-    assert response.templates[0].name == "accounts/overview.html"
+    assert response.templates[0].name == "overview.html"
     assert int(client.session["_auth_user_id"]) == user.pk
     entries = list(LedgerEntry.objects.filter(user=user).values_list("kind", "amount_micros", "balance_after_micros"))
     assert entries == [("grant", 5_000_000, 5_000_000)]

@@ -43,7 +43,7 @@ def test_a_new_user_creates_copies_lists_and_deletes_a_key(live_server, page, ar
     expect(page).to_have_url(f"{live_server.url}/keys/")
     expect(page.get_by_role("heading", name="Create your first API key")).to_be_visible()
     # keys.css is served and applied (live_server runs with DEBUG off).
-    assert page.locator(".key-create-row").evaluate("el => getComputedStyle(el).display") == "flex"
+    assert page.locator(".key-create-form").evaluate("el => getComputedStyle(el).display") == "grid"
 
     # A first key, through the empty state's form; it has been used a few minutes ago.
     page.get_by_label("Key name").fill("Staging")
@@ -64,7 +64,7 @@ def test_a_new_user_creates_copies_lists_and_deletes_a_key(live_server, page, ar
     assert KEY_PATTERN.fullmatch(shown_key)
     expect(panel.locator("#qs-python")).to_be_visible()
     expect(panel).to_contain_text(f'export DOS_AI_API_KEY="{shown_key}"')
-    # The list refreshed itself on "key-created" (no reload): newest first.
+    # The list came out of band in the create response (no reload, no second request): newest first.
     rows = page.locator("#keys tbody tr")
     expect(rows).to_have_count(2)
     api_key = ApiKey.objects.get(owner__email=EMAIL, name="Production backend")

@@ -32,17 +32,18 @@ def listed(response) -> list[str]:
     return sorted(api_key.name for api_key in response.context["cl"].result_list)
 
 
-def test_it_lists_owner_name_hint_created_last_used_and_revoked(admin_client_: Client, keys) -> None:
+def test_it_lists_status_name_owner_hint_last_used_created_and_revoked(admin_client_: Client, keys) -> None:
     response = admin_client_.get(CHANGELIST)
 
     assert response.status_code == 200
     assert list(response.context["cl"].list_display) == [
         "action_checkbox",
-        "owner",
+        "status",
         "name",
+        "owner",
         "hint",
-        "created_at",
         "last_used_at",
+        "created_at",
         "revoked_at",
     ]
     assert listed(response) == ["Production backend", "Research notebook", "Staging"]

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -13,6 +12,7 @@ from accounts.models import User
 from apikeys.keys import KEY_PATTERN
 from apikeys.models import ApiKey
 from apikeys.services import api_key_authenticate, api_key_revoke
+from dosportal.testing.html import text_of
 
 pytestmark = pytest.mark.django_db
 
@@ -94,7 +94,7 @@ def test_it_lists_keys_newest_first_with_name_hint_created_date_and_never_used(
     content = response.content.decode()
     assert "2 active keys, newest first." in content
     assert f'<code class="key-hint">{older.hint}</code>' in content
-    assert '<td class="key-name">Staging</td>' in content
+    assert '<td class="key-name stack-title">Staging</td>' in content
     assert 'title="2026-03-04 10:00:00 UTC">4 Mar 2026</time>' in content
     assert content.count('<span class="faint">Never</span>') == 2
     assert f'href="/keys/{older.pk}/delete/"' in content
@@ -140,7 +140,7 @@ def test_an_htmx_request_for_the_list_gets_only_the_list_fragment(owner_client: 
     content = response.content.decode()
     assert content.lstrip().startswith('<section id="keys"')
     assert "<html" not in content
-    assert 'hx-trigger="key-created from:body"' in content
+    assert "hx-swap-oob" not in content
     assert row_ids(response) == [api_key.pk]
     assert "hx-request" in vary(response)
 
@@ -179,7 +179,7 @@ def test_it_creates_a_key_and_shows_it_once_in_the_post_response(owner_client: C
     assert f'<code id="new-key-value" class="key-secret">{raw_key}</code>' in content
     assert 'data-copy-target="new-key-value"' in content
     assert "it will not be shown again" in content
-    assert f'export DOS_AI_API_KEY="{raw_key}"' in content
+    assert f'export DOS_AI_API_KEY="{raw_key}"' in text_of(content)
     assert content.startswith("<!doctype html>")
     assert row_ids(response) == [api_key.pk]
 
@@ -207,21 +207,31 @@ def test_a_reload_of_the_page_does_not_contain_the_key(owner_client: Client) -> 
     assert raw_key not in owner_client.get("/").content.decode()
 
 
-def test_an_htmx_create_gets_the_key_panel_and_tells_the_list_to_refresh(owner_client: Client) -> None:
+def test_an_htmx_create_gets_the_key_panel_and_the_list_in_one_response(
+    owner_client: Client, owner: User, make_key
+) -> None:
+    older, _ = make_key(owner, "Staging")
+
     response = owner_client.post("/keys/create/", {"name": "Production backend"}, **HTMX)
 
     assert response.status_code == 200
-    api_key = ApiKey.objects.get()
+    api_key = ApiKey.objects.get(name="Production backend")
     content = response.content.decode()
     assert content.lstrip().startswith('<section class="card key-reveal"')
     assert "<html" not in content
     (raw_key,) = raw_keys_in(response)
     assert api_key_authenticate(raw_key) == api_key
-    assert json.loads(response["HX-Trigger"]) == {"key-created": {"id": api_key.pk}}
+    # The list comes out of band in the same response: no event, no second request.
+    assert (
+        '<section id="keys" class="card card-flush keys-card" aria-labelledby="keys-title" hx-swap-oob="outerHTML">'
+        in content
+    )
+    assert row_ids(response) == [api_key.pk, older.pk]
+    assert "HX-Trigger" not in response
     assert "hx-request" in vary(response)
 
 
-def test_the_list_refresh_after_an_htmx_create_shows_the_new_key_without_the_raw_key(owner_client: Client) -> None:
+def test_the_list_after_an_htmx_create_shows_the_new_key_without_the_raw_key(owner_client: Client) -> None:
     created = owner_client.post("/keys/create/", {"name": "Production backend"}, **HTMX)
     (raw_key,) = raw_keys_in(created)
 
@@ -230,6 +240,9 @@ def test_the_list_refresh_after_an_htmx_create_shows_the_new_key_without_the_raw
     api_key = ApiKey.objects.get()
     assert row_ids(refreshed) == [api_key.pk]
     assert raw_key not in refreshed.content.decode()
+    # The raw key appears once in the create response: in the panel, not in the list.
+    table = created.content.decode().split('<section id="keys"', 1)[1]
+    assert raw_key not in table
 
 
 @pytest.mark.parametrize(
@@ -317,7 +330,9 @@ def test_an_htmx_delete_gets_the_confirmation_as_a_dialog(owner_client: Client, 
     assert response.status_code == 200
     content = response.content.decode()
     assert content.lstrip().startswith('<dialog class="delete-dialog"')
-    assert 'hx-on::load="this.showModal()"' in content
+    # Opened by static/js/app.js: no hx-on attribute, which the CSP would refuse to evaluate.
+    assert "data-modal>" in content
+    assert "hx-on" not in content
     assert CONFIRMATION in content
     assert '<form method="dialog">' in content
     assert "hx-request" in vary(response)
@@ -419,13 +434,57 @@ def test_another_users_key_and_a_key_that_never_existed_look_the_same(
     assert theirs.content == missing.content
 
 
-def test_a_revoked_key_cannot_be_revoked_again(owner_client: Client, api_key: ApiKey) -> None:
+def test_revoking_a_key_already_revoked_in_another_tab_says_so_politely(owner_client: Client, api_key: ApiKey) -> None:
     assert owner_client.post(f"/keys/{api_key.pk}/revoke/").status_code == 302
     revoked_at = ApiKey.objects.get(pk=api_key.pk).revoked_at
 
-    assert owner_client.get(f"/keys/{api_key.pk}/delete/").status_code == 404
-    assert owner_client.post(f"/keys/{api_key.pk}/revoke/").status_code == 404
+    again = owner_client.post(f"/keys/{api_key.pk}/revoke/", follow=True)
+
+    assert again.redirect_chain == [("/keys/", 302)]
+    assert "“Production backend” was already revoked. Requests using it fail." in again.content.decode()
     assert ApiKey.objects.get(pk=api_key.pk).revoked_at == revoked_at
+
+
+def test_an_htmx_revoke_of_a_revoked_key_returns_the_list_and_the_message(
+    owner_client: Client, api_key: ApiKey
+) -> None:
+    api_key_revoke(api_key=api_key)
+
+    response = owner_client.post(f"/keys/{api_key.pk}/revoke/", **HTMX)
+
+    assert response.status_code == 200
+    content = response.content.decode()
+    assert content.lstrip().startswith('<section id="keys"')
+    assert "Create your first API key" in content
+    assert "“Production backend” was already revoked." in content
+
+
+def test_the_confirmation_of_a_revoked_key_goes_back_to_the_list_with_a_message(
+    owner_client: Client, api_key: ApiKey
+) -> None:
+    api_key_revoke(api_key=api_key)
+
+    response = owner_client.get(f"/keys/{api_key.pk}/delete/", follow=True)
+
+    assert response.redirect_chain == [("/keys/", 302)]
+    assert "“Production backend” was already revoked." in response.content.decode()
+
+
+def test_an_htmx_confirmation_of_a_revoked_key_says_so_and_refreshes_the_list(
+    owner_client: Client, owner: User, api_key: ApiKey, make_key
+) -> None:
+    other, _ = make_key(owner, "Staging")
+    api_key_revoke(api_key=api_key)
+
+    response = owner_client.get(f"/keys/{api_key.pk}/delete/", **HTMX)
+
+    assert response.status_code == 200
+    content = response.content.decode()
+    assert content.lstrip().startswith('<dialog class="delete-dialog"')
+    assert "This key is already revoked" in content
+    assert "/revoke/" not in content
+    assert 'hx-swap-oob="outerHTML"' in content
+    assert row_ids(response) == [other.pk]
 
 
 # --- CSRF --------------------------------------------------------------------------

@@ -15,8 +15,9 @@ from django import template
 from django.contrib.humanize.templatetags.humanize import intcomma
 from django.utils.html import format_html
 
+from billing.forms import AlertSettingsForm
 from billing.money import exact_places, format_usd
-from billing.selectors import DayUsage
+from billing.selectors import DayUsage, alert_settings_for
 
 register = template.Library()
 
@@ -39,17 +40,24 @@ def usd_exact(micros: int | None) -> str:
     return "" if micros is None else format_usd(int(micros), 6)
 
 
+CENT_MICROS = 10_000
+
+
 @register.filter
 def usd_headline(micros: int | None) -> str:
-    """Exact, with the digits past the cent set in a quieter style: `$28.97<span>5315</span>`.
-    A balance reads at a glance and still adds up to the ledger."""
+    """One money format for headlines everywhere: cents (`$14.99`), the exact micro-dollars in
+    the tooltip (`$14.998956`), as in the ledger. Cut to the cent, never rounded up, so a
+    balance never looks bigger than it is; a non-zero amount under a cent is `<$0.01`, never
+    `$0.00`, which would read as nothing."""
     if micros is None:
         return ""
-    text = usd(micros)
-    cents_end = text.index(".") + 3
-    if len(text) == cents_end:
-        return text
-    return format_html('{}<span class="sub-cent">{}</span>', text[:cents_end], text[cents_end:])
+    micros = int(micros)
+    if 0 < abs(micros) < CENT_MICROS:
+        text = "<$0.01" if micros > 0 else "-<$0.01"
+    else:
+        sign = -1 if micros < 0 else 1
+        text = format_usd(sign * (abs(micros) // CENT_MICROS) * CENT_MICROS, 2)
+    return format_html('<span class="money" title="{}" data-micros="{}">{}</span>', format_usd(micros, 6), micros, text)
 
 
 @register.filter
@@ -77,10 +85,18 @@ def percent(fraction: float | None) -> str:
 
 @register.filter
 def percent_width(fraction: float | None) -> str:
-    """A CSS width for proportion bars; at least a sliver when there is any share."""
+    """An SVG width for proportion bars (an attribute, not a style: the CSP allows no inline
+    styles); at least a sliver when there is any share."""
     if not fraction:
         return "0%"
     return f"{max(fraction * 100, 1.5):.1f}%"
+
+
+@register.inclusion_tag("billing/_alert_settings_card.html", takes_context=True)
+def alert_settings_card(context: template.Context) -> dict[str, object]:
+    """The alerts card on /settings/ (a page of the accounts app, which knows nothing of billing)."""
+    form = AlertSettingsForm(instance=alert_settings_for(user=context["request"].user))
+    return {"alert_form": form, "csrf_token": context["csrf_token"]}
 
 
 # --- Charts -----------------------------------------------------------------
@@ -119,7 +135,7 @@ def axis_label(metric: str, value: int, step: int) -> str:
 
 @dataclass(frozen=True)
 class ChartGeometry:
-    # About the card's width on a desktop, so 11px labels render near 11px; phones scroll.
+    # About the card's width on a desktop, so 11px labels render near 11px.
     width: int = 1000
     height: int = 250
     left: int = 64
@@ -127,6 +143,7 @@ class ChartGeometry:
     top: int = 26
     bottom: int = 30
     ticks: int = 4
+    label_every: int = 5  # an x label every this many days, counted back from today
 
     @property
     def plot_width(self) -> int:
@@ -141,14 +158,21 @@ class ChartGeometry:
         return self.height - self.bottom
 
 
+# The phone's chart: about a 390 px screen's card, so its labels too render near their CSS size
+# and the whole month fits the width (no sideways scrolling); a label every week.
+NARROW = ChartGeometry(width=340, height=220, left=46, right=14, top=22, bottom=26, label_every=7)
+GEOMETRIES = {"wide": ChartGeometry(), "narrow": NARROW}
+
+
 def day_label(day: dt.date) -> str:
     return f"{day:%b} {day.day}"
 
 
 @register.inclusion_tag("billing/_bar_chart.html")
-def bar_chart(series: Sequence[DayUsage], metric: str, label: str) -> dict[str, object]:
-    """Bars for one metric over the window; spike days in the alarm colour, with their value."""
-    geometry = ChartGeometry()
+def bar_chart(series: Sequence[DayUsage], metric: str, label: str, size: str = "wide") -> dict[str, object]:
+    """Bars for one metric over the window; spike days in the alarm colour, with their value.
+    `size` "narrow" draws the same bars for a phone's width."""
+    geometry = GEOMETRIES[size]
     values = [day.value(metric) for day in series]
     peak = max(values, default=0)
     step = nice_step(peak / geometry.ticks) if peak else 1
@@ -177,6 +201,9 @@ def bar_chart(series: Sequence[DayUsage], metric: str, label: str) -> dict[str, 
                 "title": f"{day.day:%a}, {day_label(day.day)}: {metric_value_text(metric, value)}"
                 + (" — spike" if spike else ""),
                 "label_x": round(x + bar_width / 2, 2),
+                # The whole day's column, for a tap or a hover anywhere above the day.
+                "slot_x": round(geometry.left + index * slot, 2),
+                "slot_width": round(slot, 2),
                 "label_y": round(geometry.baseline - height - 6, 2),
                 "label": axis_label(metric, value, step),
             }
@@ -194,7 +221,7 @@ def bar_chart(series: Sequence[DayUsage], metric: str, label: str) -> dict[str, 
     x_labels = [
         {"x": bar["label_x"], "label": day_label(bar["day"])}
         for index, bar in enumerate(bars)
-        if (len(bars) - 1 - index) % 5 == 0
+        if (len(bars) - 1 - index) % geometry.label_every == 0
     ]
     return {
         "geometry": geometry,
@@ -205,6 +232,7 @@ def bar_chart(series: Sequence[DayUsage], metric: str, label: str) -> dict[str, 
         "label": label,
         "has_spike": any(bar["spike"] for bar in bars),
         "right_edge": geometry.width - geometry.right,
+        "size": size,
     }
 
 

@@ -19,7 +19,9 @@ from django.utils import timezone
 from accounts.models import User
 from apikeys.models import ApiKey
 from apikeys.services import api_key_create, api_key_revoke
-from billing.models import UsageRecord
+from billing.models import ServedModel, UsageRecord
+from billing.services import credit_reserve, usage_settle
+from billing.settlement import Settlement
 
 CHAT_COST = 1_250
 EMBED_COST = 40
@@ -61,6 +63,43 @@ def add_usage(
             created_at=at + dt.timedelta(seconds=index),
         )
         for index in range(count)
+    )
+
+
+def settle_usage(
+    api_key: ApiKey,
+    request_id: str,
+    *,
+    prompt_tokens: int = 1_000,
+    completion_tokens: int = 500,
+    at: dt.datetime | None = None,
+    model: str = "dos-ai",
+) -> UsageRecord | None:
+    """A real charge through the services, as the gateway makes one: a hold, then settlement of a
+    call of `model`, priced by billing from the model's row (dos-ai: $0.50 / $1.50 per million),
+    with its ledger entry. The one place tests make charges."""
+    served = ServedModel.objects.get(name=model)
+    hold_id = credit_reserve(user_id=api_key.owner_id, amount_micros=100_000, request_id=request_id)
+    assert hold_id is not None, "the test account cannot cover the hold"
+    return usage_settle(
+        settlement=Settlement(
+            hold_id=hold_id,
+            user_id=api_key.owner_id,
+            api_key_id=api_key.pk,
+            request_id=request_id,
+            client_request_id="",
+            endpoint="embeddings" if served.kind == ServedModel.Kind.EMBEDDING else "chat/completions",
+            model=served.name,
+            input_price_micros_per_million=served.input_price_micros_per_million,
+            output_price_micros_per_million=served.output_price_micros_per_million,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            charge=True,
+            status_code=200,
+            streamed=False,
+            latency_ms=120,
+            started_at=at or dt.datetime.now(dt.UTC),
+        )
     )
 
 

@@ -10,11 +10,11 @@ from django.test import Client
 
 from accounts.models import User
 from accounts.services import account_set_limits, account_set_plan
+from apikeys.models import ApiKey
 from billing.models import CreditAccount, LedgerEntry, ServedModel
 from billing.services import credit_reserve, credits_grant
-from billing.tests.conftest import make_key
+from billing.tests.conftest import make_key, settle_usage
 from billing.tests.test_usage_page import html_of, row
-from dosportal.testing.billing import settle_call
 
 
 def ledger_rows(html: str) -> list[str]:
@@ -22,8 +22,12 @@ def ledger_rows(html: str) -> list[str]:
 
 
 def settle_chat(owner: User, request_id: str, *, prompt_tokens: int, completion_tokens: int) -> None:
-    api_key = make_key(owner, f"key for {request_id}")
-    settle_call(owner, api_key, request_id=request_id, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+    settle_usage(
+        make_key(owner, f"key for {request_id}"),
+        request_id,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+    )
 
 
 def test_the_billing_page_requires_login(db: None) -> None:
@@ -35,9 +39,9 @@ def test_the_billing_page_requires_login(db: None) -> None:
 def test_a_new_account_shows_its_sign_up_credit(owner: User, client_for) -> None:
     html = html_of(client_for(owner).get("/billing/"))
 
-    assert 'data-balance="5000000">$5.00<' in html
-    assert 'data-held="0">$0.00<' in html
-    assert 'data-available="5000000">$5.00<' in html
+    assert 'data-balance="5000000"><span class="money" title="$5.000000" data-micros="5000000">$5.00</span><' in html
+    assert 'data-held="0"><span class="money" title="$0.000000" data-micros="0">$0.00</span><' in html
+    assert 'data-available="5000000"><span class="money" title="$5.000000" data-micros="5000000">$5.00</span><' in html
     entries = ledger_rows(html)
     assert len(entries) == 1
     assert row(html, "data-entry", entries[0])[1:] == ["Grant", "Sign-up credit", "+$5.00", "$5.00"]
@@ -51,14 +55,18 @@ def test_balance_held_and_available_are_exact(owner: User, client_for) -> None:
 
     html = html_of(client_for(owner).get("/billing/"))
 
-    # Exact, with the digits past the cent set smaller: the balance still adds up to the ledger.
-    assert 'data-balance="24998532">$24.99<span class="sub-cent">8532</span><' in html
-    assert 'data-held="2500">$0.00<span class="sub-cent">25</span><' in html
-    assert 'data-available="24996032">$24.99<span class="sub-cent">6032</span><' in html
+    # Cents in the headline (cut, never rounded up), the exact amount on hover and in the ledger.
+    assert (
+        'data-balance="24998532"><span class="money" title="$24.998532" data-micros="24998532">$24.99</span><' in html
+    )
+    assert 'data-held="2500"><span class="money" title="$0.002500" data-micros="2500">&lt;$0.01</span><' in html
+    assert (
+        'data-available="24996032"><span class="money" title="$24.996032" data-micros="24996032">$24.99</span><' in html
+    )
     newest = ledger_rows(html)[0]
     assert row(html, "data-entry", newest)[1:] == [
         "Usage",
-        "dos-ai chat/completions req_a · 1,234 in / 567 out",
+        "1 request with key for req_a (" + ApiKey.objects.get(name="key for req_a").hint + ")",
         "-$0.001468",
         "$24.998532",
     ]
@@ -76,7 +84,7 @@ def test_an_account_with_no_credit_left_is_told_requests_will_get_402(owner: Use
 
     html = html_of(client_for(owner).get("/billing/"))
 
-    assert 'data-balance="0">$0.00<' in html
+    assert 'data-balance="0"><span class="money" title="$0.000000" data-micros="0">$0.00</span><' in html
     assert "new requests get 402 until credit is added" in html
 
 
@@ -153,7 +161,7 @@ def test_the_ledger_shows_25_entries_per_page_newest_first(long_ledger, owner: U
     entries = ledger_rows(html)
     assert entries == [str(entry.pk) for entry in reversed(long_ledger[5:])]
     assert row(html, "data-entry", entries[0])[2:] == ["Grant #30", "+$30.00", "$470.00"]
-    assert "Entries 1–25 of 31" in html
+    assert "Lines 1–25 of 31" in html
     assert "Page 1 of 2" in html
     assert 'href="?page=2#ledger" rel="next"' in html
 
@@ -164,7 +172,7 @@ def test_the_second_ledger_page_has_the_oldest_entries(long_ledger, owner: User,
     entries = ledger_rows(html)
     assert len(entries) == 6
     assert row(html, "data-entry", entries[-1])[1:] == ["Grant", "Sign-up credit", "+$5.00", "$5.00"]
-    assert "Entries 26–31 of 31" in html
+    assert "Lines 26–31 of 31" in html
     assert 'href="?page=1#ledger" rel="prev"' in html
 
 
@@ -179,7 +187,7 @@ def test_an_outsider_never_sees_the_owners_credit_or_ledger(owner: User, outside
 
     html = html_of(client_for(outsider).get("/billing/"))
 
-    assert 'data-balance="5000000">$5.00<' in html
+    assert 'data-micros="5000000">$5.00<' in html
     assert "Owner invoice 77" not in html
     assert "owner@example.com" not in html
     assert len(ledger_rows(html)) == 1
@@ -191,7 +199,7 @@ def test_the_page_reads_without_writing(owner: User, client_for) -> None:
 
     html = html_of(client_for(owner).get("/billing/"))
 
-    assert 'data-balance="0">$0.00<' in html
+    assert 'data-micros="0">$0.00<' in html
     assert "No ledger entries yet." in html
     assert not CreditAccount.objects.filter(user=owner).exists()
 
@@ -200,6 +208,6 @@ def test_the_page_costs_a_fixed_number_of_queries_however_long_the_ledger(
     long_ledger, owner: User, client_for, django_assert_max_num_queries
 ) -> None:
     client = client_for(owner)
-    # session, user, credit account, ledger count, ledger page (usage joined), prices
-    with django_assert_max_num_queries(6):
+    # session, user, credit account, ledger line count, ledger lines, their rows (keys joined), prices
+    with django_assert_max_num_queries(7):
         html_of(client.get("/billing/"))

@@ -14,8 +14,7 @@ from accounts.models import User
 from accounts.services import account_set_limits, account_set_plan
 from billing.models import LedgerEntry, ServedModel
 from billing.services import credit_reserve, credits_grant
-from billing.tests.conftest import History, make_key
-from dosportal.testing.billing import settle_call
+from billing.tests.conftest import History, make_key, settle_usage
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -39,12 +38,14 @@ def test_the_usage_page_in_a_browser(live_server, page, artifacts_dir: Path, his
     # One chart at a time; the tabs switch between requests, tokens and cost.
     expect(page.locator("#panel-requests")).to_be_visible()
     expect(page.locator("#panel-tokens")).to_be_hidden()
-    spike_bar = page.locator("#panel-requests rect.bar-spike")
+    spike_bar = page.locator("#panel-requests .usage-chart-wide rect.bar-spike")
     expect(spike_bar).to_have_count(1)
     # Drawn in the alarm colour of the legend, not the colour of an ordinary day.
     spike_fill = spike_bar.evaluate("el => getComputedStyle(el).fill")
     assert spike_fill == page.locator(".swatch-spike").evaluate("el => getComputedStyle(el).backgroundColor")
-    assert spike_fill != page.locator("#panel-requests rect.bar").first.evaluate("el => getComputedStyle(el).fill")
+    assert spike_fill != page.locator("#panel-requests .usage-chart-wide rect.bar").first.evaluate(
+        "el => getComputedStyle(el).fill"
+    )
     page.screenshot(path=artifacts_dir / "usage.png", full_page=True)
     page.screenshot(path=artifacts_dir / "usage-top.png")
 
@@ -79,10 +80,6 @@ def test_the_usage_page_without_usage_in_a_browser(live_server, page, artifacts_
     page.screenshot(path=artifacts_dir / "usage-empty.png", full_page=True)
 
 
-def settle(owner: User, api_key, request_id: str, *, prompt: int, completion: int, at: dt.datetime) -> None:
-    settle_call(owner, api_key, request_id=request_id, prompt_tokens=prompt, completion_tokens=completion, at=at)
-
-
 def test_the_billing_page_in_a_browser(live_server, page, artifacts_dir: Path, owner: User) -> None:
     from playwright.sync_api import expect
 
@@ -101,7 +98,9 @@ def test_the_billing_page_in_a_browser(live_server, page, artifacts_dir: Path, o
     api_key = make_key(owner, "Production backend")
     now = dt.datetime.now(dt.UTC)
     for index in range(28):
-        settle(owner, api_key, f"req_{index:04x}", prompt=800 + 37 * index, completion=300 + 11 * index, at=now)
+        settle_usage(
+            api_key, f"req_{index:04x}", prompt_tokens=800 + 37 * index, completion_tokens=300 + 11 * index, at=now
+        )
     credits_grant(user=owner, amount_micros=12_345, kind=LedgerEntry.Kind.REFUND, note="Upstream timeout on req_0003")
     credits_grant(user=owner, amount_micros=-1_000_000, kind=LedgerEntry.Kind.ADJUSTMENT, note="Duplicate grant")
     credit_reserve(user_id=owner.pk, amount_micros=4_096, request_id="req_in_flight")
@@ -111,14 +110,18 @@ def test_the_billing_page_in_a_browser(live_server, page, artifacts_dir: Path, o
 
     expect(page.locator("h1")).to_have_text("Billing")
     expect(page.locator(".limit-override")).to_contain_text("Custom limits")
-    expect(page.locator("#ledger-table tbody tr")).to_have_count(25)
-    expect(page.locator("#ledger .pagination")).to_contain_text("Entries 1–25 of 32")
+    # 28 charges of one key today are one ledger line; the other entries stay one line each.
+    rows = page.locator("#ledger-table tbody tr")
+    expect(rows).to_have_count(5)
+    expect(rows.nth(2)).to_contain_text("28 requests with Production backend")
+    expect(page.locator("#ledger .pagination")).to_have_count(0)
     page.screenshot(path=artifacts_dir / "billing.png", full_page=True)
     page.screenshot(path=artifacts_dir / "billing-top.png")  # the first screen, at full resolution
 
-    page.get_by_role("link", name="Older →").click()
-    expect(page.locator("#ledger-table tbody tr")).to_have_count(7)
-    expect(page.locator("#ledger-table")).to_contain_text("Sign-up credit")
+    expect(rows.last).to_contain_text("Sign-up credit")
+    # The line links to the usage page, where each request is.
+    rows.nth(2).get_by_role("link").click()
+    expect(page).to_have_url(f"{live_server.url}/usage/?key={api_key.pk}")
 
 
 def test_an_administrator_grants_credit_from_the_admin(live_server, page, artifacts_dir: Path, owner: User) -> None:

@@ -9,6 +9,7 @@ from django.test import Client
 
 from accounts.models import User
 from billing.tests.conftest import History, add_usage, make_key
+from dosportal.testing.html import text_of
 
 
 def html_of(response) -> str:
@@ -17,7 +18,7 @@ def html_of(response) -> str:
 
 
 def total(html: str, name: str) -> str:
-    return re.search(rf'data-total="{name}">([^<]+)<', html).group(1)
+    return text_of(re.search(rf'data-total="{name}">(.+?)</div>', html).group(1))
 
 
 def row(html: str, attribute: str, value: object) -> list[str]:
@@ -61,7 +62,8 @@ def test_it_totals_the_last_30_days_exactly(history: History, owner: User, clien
 
     assert total(html, "requests") == "262"
     assert total(html, "tokens") == "394,000"
-    assert total(html, "cost") == "$0.3202"
+    assert total(html, "cost") == "$0.32"
+    assert 'data-total="cost"><span class="money" title="$0.320200" data-micros="320200">' in html
     assert "266,000 input · 128,000 output" in html
     assert "1 failed · 9 active days" in html
     totals = response.context["totals"]
@@ -100,14 +102,22 @@ def test_the_daily_table_lists_each_day_with_usage_newest_first(history: History
 def test_the_spike_day_is_marked_in_every_chart_and_only_that_day(history: History, owner: User, client_for) -> None:
     html = html_of(client_for(owner).get("/usage/"))
 
-    charts = re.findall(r'<svg class="chart usage-chart"[^>]*data-metric="(\w+)"(.*?)</svg>', html, re.S)
-    assert [metric for metric, _ in charts] == ["requests", "tokens", "cost_micros"]
+    charts = re.findall(
+        r'<svg class="chart usage-chart usage-chart-(\w+)"[^>]*data-metric="(\w+)"(.*?)</svg>', html, re.S
+    )
+    # Each metric drawn twice: for a desktop's width and for a phone's.
+    assert [(size, metric) for size, metric, _ in charts] == [
+        (size, metric) for metric in ("requests", "tokens", "cost_micros") for size in ("wide", "narrow")
+    ]
+    charts = [(metric, svg) for _size, metric, svg in charts]
     spike_day = history.day(3).isoformat()
     expected_spike_values = {"requests": "200", "tokens": "300000", "cost_micros": "250000"}
     for metric, svg in charts:
         spikes = re.findall(r'<rect class="bar bar-spike"[^>]*data-day="([\d-]+)" data-value="(\d+)"', svg)
         assert spikes == [(spike_day, expected_spike_values[metric])], metric
         assert len(re.findall(r'<rect class="bar', svg)) == 9  # nine days with usage, one bar each
+        # Every day of the window can be tapped for its value, quiet days included.
+        assert len(re.findall(r'<rect class="hit"', svg)) == 30
 
 
 def test_the_spike_alert_names_the_key_that_caused_it(history: History, owner: User, client_for) -> None:
@@ -155,7 +165,8 @@ def test_filtering_by_a_key_shows_only_that_keys_usage(history: History, owner: 
     assert response.context["selected_key"] == history.leaked
     assert total(html, "requests") == "206"
     assert total(html, "tokens") == "309,000"
-    assert total(html, "cost") == "$0.2575"
+    assert total(html, "cost") == "$0.25"
+    assert 'title="$0.257500"' in html
     assert f'<option value="{history.leaked.pk}" selected>' in html
     assert row(html, "data-model", "dos-ai") == ["dos-ai", "206", "206,000", "103,000", "$0.2575"]
     assert 'data-model="dos-ai-embed"' not in html
@@ -247,3 +258,21 @@ def test_the_page_costs_a_fixed_number_of_queries_however_many_keys_and_days(
     with django_assert_max_num_queries(8):
         html = html_of(client.get("/usage/"))
     assert len(re.findall(r'<tr data-key="', html)) == 12
+
+
+def test_the_filter_gets_the_fragment_and_a_history_restore_the_whole_page(
+    history: History, owner: User, client_for
+) -> None:
+    client = client_for(owner)
+
+    fragment = client.get(f"/usage/?key={history.leaked.pk}", HTTP_HX_REQUEST="true")
+    # Back after htmx's history cache missed: the whole page, or the fragment would become the page.
+    restored = client.get(
+        f"/usage/?key={history.leaked.pk}", HTTP_HX_REQUEST="true", HTTP_HX_HISTORY_RESTORE_REQUEST="true"
+    )
+
+    assert html_of(fragment).lstrip().startswith('<div id="usage-body">')
+    assert html_of(restored).startswith("<!doctype html>")
+    for response in (fragment, restored):
+        assert "HX-Request" in response["Vary"]
+        assert "no-store" in response["Cache-Control"]

@@ -1,4 +1,5 @@
-// Small progressive enhancements: tabs, copy buttons, dismissable messages, code colouring.
+// Small progressive enhancements: tabs, copy buttons, dismissable messages, the delete dialog.
+// Code is coloured on the server (Pygments); nothing here evaluates markup or inline code.
 // Every page works without this file; it only adds convenience.
 (function () {
   "use strict";
@@ -79,69 +80,47 @@
     area.remove();
   }
 
-  // --- Code colouring for pre[data-lang] (python, js, bash): text is unchanged, only wrapped ---
-  var GRAMMARS = {
-    python: [
-      ["c", /#[^\n]*/],
-      ["s", /"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'/],
-      ["k", /\b(?:import|from|as|def|class|return|if|elif|else|for|in|while|with|try|except|finally|raise|await|async|lambda|None|True|False|and|or|not|is)\b/],
-      ["n", /\b\d+(?:\.\d+)?\b/],
-      ["f", /\b[A-Za-z_]\w*(?=\()/]
-    ],
-    js: [
-      ["c", /\/\/[^\n]*/],
-      ["s", /"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|`(?:[^`\\]|\\.)*`/],
-      ["k", /\b(?:import|from|export|const|let|var|new|await|async|function|return|if|else|for|of|in|true|false|null|undefined)\b/],
-      ["n", /\b\d+(?:\.\d+)?\b/],
-      ["f", /\b[A-Za-z_$][\w$]*(?=\()/]
-    ],
-    bash: [
-      ["c", /#[^\n]*/],
-      ["s", /"(?:[^"\\]|\\.)*"|'[^']*'/],
-      ["k", /^(?:curl|export)\b/],
-      ["o", /(?:^|(?<=\s))--?[A-Za-z][\w-]*/],
-      ["v", /\$[A-Za-z_]\w*/]
-    ]
-  };
+  // --- Charts: a tap (or click) on a day shows its exact value under the chart; the <title>
+  // tooltip only appears on hover, which a touch screen does not have.
+  document.addEventListener("click", function (e) {
+    var hit = e.target.closest && e.target.closest(".usage-chart .hit");
+    if (!hit) return;
+    var panel = hit.closest("[role=tabpanel]");
+    var card = hit.closest(".usage-charts");
+    var readout = card && card.querySelector("[data-chart-readout]");
+    if (!readout) return;
+    card.querySelectorAll(".hit.is-picked").forEach(function (other) { other.classList.remove("is-picked"); });
+    hit.classList.add("is-picked");
+    readout.textContent = hit.dataset.title;
+    readout.classList.add("has-value");
+    if (panel) readout.dataset.panel = panel.id;
+  });
 
-  function escapeHtml(text) {
-    return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
-  }
-
-  // Earliest match wins; at the same position the rule listed first wins (comments, then strings).
-  function highlight(text, grammar) {
-    var rules = grammar.map(function (rule) { return [rule[0], new RegExp(rule[1].source, "gm")]; });
-    var html = "";
-    var position = 0;
-    while (position < text.length) {
-      var best = null;
-      rules.forEach(function (rule) {
-        rule[1].lastIndex = position;
-        var match = rule[1].exec(text);
-        if (match && match[0].length && (!best || match.index < best.index)) {
-          best = { index: match.index, text: match[0], kind: rule[0] };
-        }
-      });
-      if (!best) break;
-      html += escapeHtml(text.slice(position, best.index));
-      html += '<span class="tok-' + best.kind + '">' + escapeHtml(best.text) + "</span>";
-      position = best.index + best.text.length;
-    }
-    return html + escapeHtml(text.slice(position));
-  }
-
-  function initCode(root) {
-    root.querySelectorAll("pre[data-lang]").forEach(function (pre) {
-      if (pre.dataset.highlighted) return;
-      var grammar = GRAMMARS[pre.dataset.lang];
-      var code = pre.querySelector("code") || pre;
-      if (!grammar || code.children.length) return;
-      pre.dataset.highlighted = "1";
-      code.innerHTML = highlight(code.textContent, grammar);
+  // --- The delete confirmation <dialog>: opened as a modal when htmx inserts it, removed when
+  // closed. Here rather than in hx-on attributes: the Content-Security-Policy allows no inline code.
+  function initDialogs(root) {
+    var dialogs = root.matches && root.matches("dialog[data-modal]") ? [root] : [];
+    dialogs = dialogs.concat(Array.prototype.slice.call(root.querySelectorAll ? root.querySelectorAll("dialog[data-modal]") : []));
+    dialogs.forEach(function (dialog) {
+      if (dialog.dataset.modalReady) return;
+      dialog.dataset.modalReady = "1";
+      dialog.addEventListener("close", function () { dialog.remove(); });
+      if (!dialog.open) dialog.showModal();
     });
   }
 
-  function init(root) { initTabs(root); initCode(root); }
+  // A form marked data-closes-dialog closes its dialog once its request is done, and puts the
+  // focus on the element named by data-focus-after (the list the dialog acted on).
+  document.addEventListener("htmx:afterRequest", function (e) {
+    var form = e.detail && e.detail.elt;
+    if (!form || !form.matches || !form.matches("[data-closes-dialog]")) return;
+    var dialog = form.closest("dialog");
+    if (dialog) dialog.close();
+    var focus = form.dataset.focusAfter && document.getElementById(form.dataset.focusAfter);
+    if (focus) focus.focus();
+  });
+
+  function init(root) { initTabs(root); initDialogs(root); }
   document.addEventListener("DOMContentLoaded", function () { init(document); });
-  document.addEventListener("htmx:afterSettle", function (e) { init(e.target); });
+  document.addEventListener("htmx:load", function (e) { init(e.target); });
 })();

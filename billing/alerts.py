@@ -1,0 +1,199 @@
+"""E-mail alerts: low available credit (once per crossing) and an opt-in weekly usage summary.
+
+Sent by `manage.py send_alerts`, run from cron (every 5 minutes is plenty), not in-line after
+settlement: settlement is on the /v1 hot path, where an SMTP round trip (or an SMTP outage)
+must never add latency or fail a served call, and the crossing is a property of the balance,
+not of one request — a batch reads it once per account and cannot flood anyone.
+
+Exactly once per crossing, even with two cron runs at once: the AlertState row is inserted in
+the same transaction that sends the mail. A second run waits on the unique index and then sees
+the row; a failed send rolls the row back, so the next run tries again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.mail import EmailMessage, get_connection
+from django.core.mail.backends.base import BaseEmailBackend
+from django.db import transaction
+from django.db.models import Count, F, Q, QuerySet, Sum, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from accounts.models import User
+from billing.models import AlertSettings, AlertState, CreditAccount, UsageRecord
+from billing.money import format_usd
+
+logger = logging.getLogger(__name__)
+
+# Re-arm the low-balance alert only once the credit is 10% above the threshold again, so a
+# hold that comes and goes between two runs cannot make the alert flap: available × 10 must
+# reach threshold × 11 (integers, like all money here).
+REARM_TENTHS = 11
+SUMMARY_TOP_KEYS = 5
+
+
+@dataclass
+class AlertRun:
+    low_balance_sent: int = 0
+    low_balance_rearmed: int = 0
+    weekly_sent: int = 0
+    failed: int = 0
+
+
+def _accounts_with_thresholds() -> QuerySet[CreditAccount]:
+    """Every active account's credit, with `available`, `threshold` and `enabled` annotated."""
+    return CreditAccount.objects.filter(user__is_active=True).annotate(
+        available=F("balance_micros") - F("held_micros"),
+        threshold=Coalesce(
+            "user__alert_settings__low_balance_threshold_micros", Value(AlertSettings.DEFAULT_LOW_BALANCE_MICROS)
+        ),
+        enabled=Coalesce("user__alert_settings__low_balance_enabled", Value(True)),
+    )
+
+
+def _site_link(path: str) -> str:
+    return f"{settings.DOS_AI_SITE_URL}{path}" if settings.DOS_AI_SITE_URL else ""
+
+
+def low_balance_message(*, user: User, available_micros: int, threshold_micros: int) -> EmailMessage:
+    link = _site_link("/billing/")
+    body = "\n".join(
+        [
+            "Hello,",
+            "",
+            f"the available credit of your DOS AI account {user.email} is {format_usd(available_micros, 6)},",
+            f"below the {format_usd(threshold_micros)} you asked to be warned at.",
+            "",
+            "When it cannot cover a request, the API answers 402 insufficient_balance.",
+            f"To add credit, see Billing in your dashboard{': ' + link if link else ''}.",
+            "",
+            "You get this e-mail once each time your credit falls below the threshold.",
+            f"Change or turn off alerts in Settings{': ' + _site_link('/settings/') if link else ''}.",
+        ]
+    )
+    return EmailMessage(
+        subject=f"DOS AI: your available credit is below {format_usd(threshold_micros)}",
+        body=body,
+        to=[user.email],
+    )
+
+
+def _send_once(*, user: User, kind: str, subject: str, message: EmailMessage, connection: BaseEmailBackend) -> bool:
+    """Record the alert and send it in one transaction; False when it was already recorded
+    (another run got there first). A failed send raises and leaves nothing recorded."""
+    with transaction.atomic():
+        _state, created = AlertState.objects.get_or_create(user=user, kind=kind, subject=subject)
+        if not created:
+            return False
+        message.connection = connection
+        message.send()
+    return True
+
+
+def send_low_balance_alerts(*, connection: BaseEmailBackend, run: AlertRun) -> None:
+    accounts = _accounts_with_thresholds()
+    # Re-arm, in one statement: back above the threshold (with the margin), or turned off.
+    still_low = accounts.annotate(available_tenths=F("available") * 10).filter(
+        enabled=True, available_tenths__lt=F("threshold") * REARM_TENTHS
+    )
+    run.low_balance_rearmed, _ = (
+        AlertState.objects.filter(kind=AlertState.Kind.LOW_BALANCE)
+        .exclude(user_id__in=still_low.values("user_id"))
+        .delete()
+    )
+
+    already = AlertState.objects.filter(kind=AlertState.Kind.LOW_BALANCE).values("user_id")
+    below = accounts.filter(enabled=True, available__lt=F("threshold")).exclude(user_id__in=already)
+    for account in below.select_related("user"):
+        message = low_balance_message(
+            user=account.user, available_micros=account.available, threshold_micros=account.threshold
+        )
+        try:
+            sent = _send_once(
+                user=account.user, kind=AlertState.Kind.LOW_BALANCE, subject="", message=message, connection=connection
+            )
+        except Exception:  # one account's failure must not stop the others (logged, retried)
+            logger.exception("low-balance alert for user %s not sent; the next run retries", account.user_id)
+            run.failed += 1
+            continue
+        run.low_balance_sent += sent
+
+
+def _last_week(today: dt.date) -> tuple[dt.date, dt.date, str]:
+    """Monday and Sunday of the ISO week before `today`'s, and its name ("2026-W47")."""
+    monday = today - dt.timedelta(days=today.weekday() + 7)
+    year, week, _ = monday.isocalendar()
+    return monday, monday + dt.timedelta(days=6), f"{year}-W{week:02d}"
+
+
+def weekly_summary_message(*, user: User, first: dt.date, last: dt.date) -> EmailMessage:
+    starts = dt.datetime.combine(first, dt.time.min, tzinfo=dt.UTC)
+    ends = dt.datetime.combine(last + dt.timedelta(days=1), dt.time.min, tzinfo=dt.UTC)
+    records = UsageRecord.objects.filter(user=user, created_at__gte=starts, created_at__lt=ends)
+    totals = records.aggregate(
+        requests=Count("id"),
+        tokens=Coalesce(Sum(F("prompt_tokens") + F("completion_tokens")), 0),
+        cost=Coalesce(Sum("cost_micros"), 0),
+        failed=Count("id", filter=Q(status_code__gte=400)),
+    )
+    by_key = (
+        records.values("api_key__name", "api_key__hint")
+        .annotate(requests=Count("id"), cost=Coalesce(Sum("cost_micros"), 0))
+        .order_by("-cost", "-requests", "api_key__name")[:SUMMARY_TOP_KEYS]
+    )
+    account = CreditAccount.objects.filter(user=user).first()
+    lines = [
+        "Hello,",
+        "",
+        f"your DOS AI usage from {first:%a %b} {first.day} to {last:%a %b} {last.day}, {last.year} (UTC):",
+        "",
+        f"  Requests: {totals['requests']:,}" + (f" ({totals['failed']:,} failed)" if totals["failed"] else ""),
+        f"  Tokens:   {totals['tokens']:,}",
+        f"  Cost:     {format_usd(totals['cost'], 6)}",
+    ]
+    if by_key:
+        lines += ["", "By API key:"]
+        for row in by_key:
+            key = f"{row['api_key__name']} ({row['api_key__hint']})"
+            lines.append(f"  {key}: {row['requests']:,} requests, {format_usd(row['cost'], 6)}")
+    if account is not None:
+        lines += ["", f"Available credit now: {format_usd(account.available_micros, 6)}"]
+    link = _site_link("/usage/")
+    lines += ["", f"Details on the usage page{': ' + link if link else ''}. Turn this summary off in Settings."]
+    return EmailMessage(
+        subject=f"DOS AI: your usage for the week of {first:%b} {first.day}",
+        body="\n".join(lines),
+        to=[user.email],
+    )
+
+
+def send_weekly_summaries(*, connection: BaseEmailBackend, run: AlertRun, today: dt.date) -> None:
+    first, last, week = _last_week(today)
+    done = AlertState.objects.filter(kind=AlertState.Kind.WEEKLY_SUMMARY, subject=week).values("user_id")
+    users = User.objects.filter(is_active=True, alert_settings__weekly_summary_enabled=True).exclude(pk__in=done)
+    for user in users:
+        message = weekly_summary_message(user=user, first=first, last=last)
+        try:
+            sent = _send_once(
+                user=user, kind=AlertState.Kind.WEEKLY_SUMMARY, subject=week, message=message, connection=connection
+            )
+        except Exception:  # one account's failure must not stop the others (logged, retried)
+            logger.exception("weekly summary for user %s not sent; the next run retries", user.pk)
+            run.failed += 1
+            continue
+        run.weekly_sent += sent
+
+
+def alerts_send(*, today: dt.date | None = None) -> AlertRun:
+    """Send every alert that is due, each once. Safe to run as often as you like."""
+    run = AlertRun()
+    today = today or timezone.now().astimezone(dt.UTC).date()
+    with get_connection() as connection:
+        send_low_balance_alerts(connection=connection, run=run)
+        send_weekly_summaries(connection=connection, run=run, today=today)
+    return run
