@@ -12,7 +12,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from dosportal.env import envbool, envdecimal, envfloat, envint, envlist, envstr
+from dosportal.env import envbool, envchoice, envdecimal, envfloat, envint, envlist, envstr
+from dosportal.logfilters import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -210,11 +211,12 @@ DOS_AI_BILLING_CONTACT = envstr("DOS_AI_BILLING_CONTACT")
 # (smaller, configurable) limit and answers 413 in the API's error shape.
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(DOS_AI_MAX_REQUEST_BYTES, 2_621_440)
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
-}
+# --- Logs and metrics ------------------------------------------------------------
+# Every handler redacts anything shaped like an API key (dosportal.logfilters), uvicorn's
+# access and error logs included; LOG_FORMAT=json gives one JSON object per line.
+LOG_LEVEL = envchoice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
+LOG_FORMAT = envchoice("LOG_FORMAT", "text", ("text", "json"))
+LOGGING = logging_config(level=LOG_LEVEL, log_format=LOG_FORMAT)
+# /metrics (Prometheus text) answers only `Authorization: Bearer <this>`; unset, it is off (404).
+# Counters live in PROMETHEUS_MULTIPROC_DIR (see dosportal.metrics) so all workers report one set.
+DOS_AI_METRICS_TOKEN = envstr("DOS_AI_METRICS_TOKEN")
