@@ -37,7 +37,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_safe
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -387,13 +387,13 @@ def _forget_dead_workers() -> None:
             pass  # alive, another user's
 
 
-def exposition() -> bytes:
-    """Every worker's metrics, summed, in Prometheus text format."""
+def exposition(encoder: Callable[[CollectorRegistry], bytes] = generate_latest) -> bytes:
+    """Every worker's metrics, summed, in Prometheus text format (or the format of `encoder`)."""
     flush()
     _forget_dead_workers()
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=MULTIPROC_DIR)
-    return generate_latest(registry)
+    return encoder(registry)
 
 
 @csrf_exempt
@@ -410,7 +410,9 @@ def view(request: HttpRequest) -> HttpResponse:
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
     metrics_scrapes_total.labels("ok").inc()
-    response = HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)
+    # Prometheus asks for the format it prefers (OpenMetrics, or the newer text format).
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    response = HttpResponse(exposition(encoder), content_type=content_type)
     response["Cache-Control"] = "no-store"
     return response
 
