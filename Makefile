@@ -45,6 +45,7 @@ bench: $(VENV)/.dev-installed
 	$(PY) bench/middleware.py
 	$(PY) -W ignore bench/asgi_inprocess.py
 	$(PY) bench/ratelimit.py
+	$(PY) bench/metrics.py
 
 clean:
 	rm -rf $(VENV) staticfiles db.sqlite3 test-artifacts
