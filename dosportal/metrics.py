@@ -327,12 +327,13 @@ _in_flight: dict[tuple[str, bool], _InFlight] = {}
 
 def in_flight(endpoint: str, *, stream: bool = False) -> _InFlight:
     """`with metrics.in_flight("chat/completions", stream=True): ...`"""
-    counter = _in_flight.get((endpoint, stream))
+    key = (_endpoint(endpoint), stream)
+    counter = _in_flight.get(key)
     if counter is None:
-        label = _endpoint(endpoint)
+        label = key[0]
         with _lock:
             gauges = (_add(requests_in_flight, label),) + ((_add(streams_in_flight, label),) if stream else ())
-            counter = _in_flight[(endpoint, stream)] = _InFlight(gauges)
+            counter = _in_flight[key] = _InFlight(gauges)
         _start_flusher()
     return counter
 
@@ -378,7 +379,10 @@ def settlement_retry() -> None:
 def _forget_dead_workers() -> None:
     """Live gauges of a worker that died without cleaning up would count forever."""
     for path in glob.glob(os.path.join(MULTIPROC_DIR, "gauge_live*_*.db")):
-        pid = int(path.rsplit("_", 1)[1][:-3])
+        pid_text = path.rsplit("_", 1)[1].removesuffix(".db")
+        if not pid_text.isdigit():
+            continue
+        pid = int(pid_text)
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
