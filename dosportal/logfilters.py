@@ -6,7 +6,9 @@ handler it configures, including the ones it gives uvicorn's `uvicorn.error` and
 logging, so these replace uvicorn's handlers in every worker). A filter on a handler sees
 every record that handler emits, propagated ones included; a filter on a logger would not.
 
-The gateway logs one line per /v1 call with `log_api_call(logger, **fields)`.
+The gateway logs one line per /v1 call with `log_api_call(logger, **fields)`. Started with
+`--log-config deploy/uvicorn-logging.json`, uvicorn's parent process uses these too, so even
+its first lines are redacted and in the LOG_FORMAT.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -146,6 +149,12 @@ def logging_config(*, level: str, log_format: str) -> dict[str, Any]:
             "uvicorn.access": {"handlers": [] if access_log_off else ["console"], "propagate": False},
         },
     }
+
+
+def formatter_from_environment() -> logging.Formatter:
+    """For uvicorn's `--log-config deploy/uvicorn-logging.json`, which formats uvicorn's parent
+    process (before any worker loads the settings) as LOG_FORMAT says."""
+    return JsonFormatter() if os.environ.get("LOG_FORMAT", "").strip().lower() == "json" else TextFormatter()
 
 
 def log_api_call(logger: logging.Logger, **fields: Any) -> None:

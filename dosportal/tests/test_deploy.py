@@ -14,6 +14,7 @@ import shlex
 import subprocess
 import sys
 import tomllib
+from functools import cache
 from importlib import import_module
 from pathlib import Path
 
@@ -51,6 +52,7 @@ def systemd_commands() -> list[list[str]]:
     return commands
 
 
+@cache
 def uvicorn_help() -> str:
     return subprocess.run(
         [sys.executable, "-m", "uvicorn", "--help"], capture_output=True, text=True, check=True
@@ -72,6 +74,8 @@ def check_command(argv: list[str]) -> None:
         if module != "dosportal.asgi":  # importing the ASGI entry point would set up a second Django
             assert callable(getattr(import_module(module), attribute))
         flags = [arg.split("=")[0] for arg in argv[2:] if arg.startswith("--")]
+        if "--log-config" in argv:
+            assert (BASE_DIR / argv[argv.index("--log-config") + 1]).is_file()
         help_text = uvicorn_help()
         for flag in flags:
             assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", help_text), f"uvicorn has no {flag}"
