@@ -9,11 +9,11 @@ and removes it at exit: right for one process (`make run`, tests), but with seve
 workers each would then report only its own counts.
 
 The functions the gateway calls (`call_finished`, `refused`, `in_flight`, ...) only add to
-process-local amounts that a thread writes to those files every second; each costs about a
-microsecond or less (bench/metrics.py measures them), and values reach /metrics within
-about a second. Every label value is bounded: endpoints are
-a fixed set, model names, error codes and upstream labels are kept to a pattern and a cap
-(then "other"); a key or user id is never a label.
+process-local amounts that a thread writes to those files every second; each costs one or
+two microseconds at most (bench/metrics.py measures them), and values reach /metrics within
+about a second. Every label value is bounded: endpoints are a fixed set, model names, error
+codes and upstream labels are kept to a pattern and a cap (then "other"); a key or user id
+is never a label.
 """
 
 from __future__ import annotations
@@ -186,8 +186,9 @@ class _Observe:
         self.total = 0.0
 
     def add(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.total += value
+        if value == value:  # a NaN would poison the sum for good
+            self.counts[bisect_left(self.bounds, value)] += 1
+            self.total += value
 
     def take(self) -> Callable[[], None] | None:
         counts, total = self.counts, self.total

@@ -141,6 +141,19 @@ def test_a_finished_call_counts_its_request_latency_tokens_and_money() -> None:
     assert delta("dos_ai_charged_micro_usd_total", model="dos-ai") == 510
 
 
+def test_a_nan_duration_is_not_observed() -> None:
+    before = scrape()
+    metrics.call_finished(endpoint="embeddings", model="dos-ai-embed", status=200, latency_s=float("nan"))
+    after = scrape()
+    timing = {"endpoint": "embeddings", "model": "dos-ai-embed"}
+    assert value(after, "dos_ai_request_duration_seconds_count", **timing) == value(
+        before, "dos_ai_request_duration_seconds_count", **timing
+    )
+    assert value(after, "dos_ai_request_duration_seconds_sum", **timing) == value(
+        before, "dos_ai_request_duration_seconds_sum", **timing
+    )
+
+
 def test_refusals_are_counted_by_reason_and_status() -> None:
     before = scrape()
     metrics.refused(reason="invalid_api_key")
