@@ -45,6 +45,7 @@ bench: $(VENV)/.dev-installed
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -q wrk >/dev/null; } || echo "wrk missing: apt-get install wrk"
 	$(PY) bench/gateway.py
 	$(PY) bench/ratelimit.py
+	$(PY) bench/metrics.py
 
 clean:
 	rm -rf $(VENV) staticfiles db.sqlite3 test-artifacts

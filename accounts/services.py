@@ -9,6 +9,9 @@ from accounts.models import SecurityEvent, User
 from accounts.security import SecurityContext, security_event_record
 from billing.plans import PLANS
 
+# The override columns are PostgreSQL integers.
+LIMIT_MAXIMUM = 2**31 - 1
+
 
 def account_set_plan(*, user: User, plan: str, context: SecurityContext | None = None) -> User:
     """Change the plan; the next /v1 request is limited by it (limits are read per request)."""
@@ -35,6 +38,8 @@ def account_set_limits(
     for label, value in (("requests per minute", requests_per_minute), ("tokens per minute", tokens_per_minute)):
         if value is not None and value < 1:
             raise ValidationError(f"The {label} limit must be at least 1.")
+        if value is not None and value > LIMIT_MAXIMUM:
+            raise ValidationError(f"The {label} limit must be at most {LIMIT_MAXIMUM:,}.")
     user.requests_per_minute_override = requests_per_minute
     user.tokens_per_minute_override = tokens_per_minute
     user.save(update_fields=["requests_per_minute_override", "tokens_per_minute_override"])

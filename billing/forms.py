@@ -8,7 +8,7 @@ from typing import Any
 from django import forms
 
 from billing.models import AlertSettings, LedgerEntry, ServedModel
-from billing.money import InvalidAmount, exact_places, format_usd, micros_to_usd, usd_to_micros
+from billing.money import AmountTooLarge, InvalidAmount, exact_places, format_usd, micros_to_usd, usd_to_micros
 
 
 def _clean_usd(value: str | Decimal, *, field: str = "amount") -> int:
@@ -124,9 +124,15 @@ class AlertSettingsForm(forms.ModelForm):
 
     def clean_low_balance_threshold_usd(self) -> int:
         typed = self.cleaned_data["low_balance_threshold_usd"].strip().removeprefix("$").replace(",", "")
-        micros = _clean_usd(typed, field="threshold")
+        out_of_range = forms.ValidationError("Choose a threshold from $0.01 to $1,000,000.", code="range")
+        try:
+            micros = usd_to_micros(typed)
+        except AmountTooLarge:
+            raise out_of_range from None
+        except InvalidAmount:
+            micros = _clean_usd(typed, field="threshold")  # raises the form's wording
         if not MIN_ALERT_MICROS <= micros <= MAX_ALERT_MICROS:
-            raise forms.ValidationError("Choose a threshold from $0.01 to $1,000,000.", code="range")
+            raise out_of_range
         return micros
 
     def save(self, commit: bool = True) -> AlertSettings:

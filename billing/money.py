@@ -7,10 +7,15 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
 MICROS_PER_USD = 1_000_000
 TOKENS_PER_PRICE_UNIT = 1_000_000  # prices are per million tokens
+MICRO_USD = Decimal("0.000001")
 
 
 class InvalidAmount(ValueError):
     pass
+
+
+class AmountTooLarge(InvalidAmount):
+    """More digits than an exact conversion can carry."""
 
 
 def usd_to_micros(amount: Decimal | str | int) -> int:
@@ -21,10 +26,15 @@ def usd_to_micros(amount: Decimal | str | int) -> int:
         raise InvalidAmount(f"not an amount: {amount!r}") from None
     if not value.is_finite():
         raise InvalidAmount(f"not an amount: {amount!r}")
-    micros = value * MICROS_PER_USD
-    if micros != micros.to_integral_value():
+    # Decimal arithmetic rounds to 28 digits: `value * 1_000_000` would turn
+    # 1.0000000000000000000000000001 into exactly a dollar. quantize() refuses instead.
+    try:
+        whole_micros = value.quantize(MICRO_USD)
+    except InvalidOperation:
+        raise AmountTooLarge(f"{amount} is too large") from None
+    if whole_micros != value:
         raise InvalidAmount(f"{amount} has more than 6 decimal places")
-    return int(micros)
+    return int(whole_micros.scaleb(6))
 
 
 def micros_to_usd(micros: int) -> Decimal:

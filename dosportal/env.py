@@ -74,3 +74,15 @@ def envlist(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def envchoice(name: str, default: str, choices: tuple[str, ...], *, case_sensitive: bool = False) -> str:
+    """One of `choices` (matched without regard to case unless told), returned as spelled there."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip()
+    for choice in choices:
+        if value == choice or (not case_sensitive and value.lower() == choice.lower()):
+            return choice
+    raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}; got {raw!r}")

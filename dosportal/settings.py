@@ -13,7 +13,8 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from dosportal.clientip import parse_trusted_proxies
-from dosportal.env import envbool, envdecimal, envfloat, envint, envlist, envstr
+from dosportal.env import envbool, envchoice, envdecimal, envfloat, envint, envlist, envstr
+from dosportal.logfilters import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -251,7 +252,8 @@ if not DEBUG:
     SESSION_COOKIE_SECURE = envbool("SESSION_COOKIE_SECURE", True)
     CSRF_COOKIE_SECURE = envbool("CSRF_COOKIE_SECURE", True)
     SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", True)
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    # Probes and Prometheus scrape a worker directly, over the internal network.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
     SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 31536000, minimum=0)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
     SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", True)
@@ -299,11 +301,12 @@ DOS_AI_AUTH_FAILURES_PER_MINUTE = envint("DOS_AI_AUTH_FAILURES_PER_MINUTE", 30, 
 # (smaller, configurable) limit and answers 413 in the API's error shape.
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(DOS_AI_MAX_REQUEST_BYTES, 2_621_440)
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
-}
+# --- Logs and metrics ------------------------------------------------------------
+# Every handler redacts anything shaped like an API key (dosportal.logfilters), uvicorn's
+# access and error logs included; LOG_FORMAT=json gives one JSON object per line.
+LOG_LEVEL = envchoice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
+LOG_FORMAT = envchoice("LOG_FORMAT", "text", ("text", "json"))
+LOGGING = logging_config(level=LOG_LEVEL, log_format=LOG_FORMAT)
+# /metrics (Prometheus text) answers only `Authorization: Bearer <this>`; unset, it is off (404).
+# Counters live in PROMETHEUS_MULTIPROC_DIR (see dosportal.metrics) so all workers report one set.
+DOS_AI_METRICS_TOKEN = envstr("DOS_AI_METRICS_TOKEN")

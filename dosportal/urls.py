@@ -3,11 +3,12 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import include, path, re_path
 
-from dosportal import views
+from dosportal import metrics, views
 from dosportal.v1 import views as v1_views
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
+    path("metrics", metrics.view, name="metrics"),
     path("admin/", admin.site.urls),
     path("v1/", include("dosportal.v1.urls")),
     re_path(r"^v1$", v1_views.not_found),

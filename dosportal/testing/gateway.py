@@ -54,14 +54,19 @@ def test_database_url() -> str:
 
 
 class Gateway:
-    def __init__(self, env: dict[str, str], workers: int = 1):
+    def __init__(
+        self, env: dict[str, str], workers: int = 1, *, access_log: bool = False, uvicorn_args: tuple[str, ...] = ()
+    ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = BASE_DIR / "test-artifacts" / f"uvicorn-{self.port}.log"
         self.log_path.parent.mkdir(exist_ok=True)
         self.log = self.log_path.open("w")
         command = [sys.executable, "-m", "uvicorn", "dosportal.asgi:application", "--host", "127.0.0.1",
-                   "--port", str(self.port), "--no-access-log", "--workers", str(workers)]  # fmt: skip
+                   "--port", str(self.port), "--workers", str(workers)]  # fmt: skip
+        if not access_log:
+            command.append("--no-access-log")
+        command.extend(uvicorn_args)
         self.process = subprocess.Popen(
             command, env=env, cwd=BASE_DIR, stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
         )
@@ -95,8 +100,13 @@ def gateway_factory(
 ) -> Iterator[Callable[..., Gateway]]:
     started: dict[tuple[tuple[str, str], ...], Gateway] = {}
 
-    def start(workers: int = 1, **overrides: str) -> Gateway:
-        signature = (("workers", str(workers)), *sorted(overrides.items()))
+    def start(
+        workers: int = 1, access_log: bool = False, uvicorn_args: tuple[str, ...] = (), **overrides: str
+    ) -> Gateway:
+        signature = (
+            ("workers", str(workers)), ("access_log", str(access_log)), ("uvicorn_args", " ".join(uvicorn_args)),
+            *sorted(overrides.items()),
+        )  # fmt: skip
         if signature not in started:
             with django_db_blocker.unblock():
                 database_url = test_database_url()
@@ -113,7 +123,12 @@ def gateway_factory(
                 "DATABASE_POOL_MAX_IDLE": "2",
                 **overrides,
             }
-            started[signature] = Gateway({k: v for k, v in env.items() if v is not None}, workers=workers)
+            started[signature] = Gateway(
+                {k: v for k, v in env.items() if v is not None},
+                workers=workers,
+                access_log=access_log,
+                uvicorn_args=uvicorn_args,
+            )
         return started[signature]
 
     yield start

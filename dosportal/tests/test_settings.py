@@ -16,7 +16,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 
-from dosportal.env import envbool, envdecimal, envfloat, envint, envlist, envstr
+from dosportal.env import envbool, envchoice, envdecimal, envfloat, envint, envlist, envstr
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 
@@ -126,6 +126,31 @@ def test_envlist_uses_the_default_when_unset(monkeypatch: pytest.MonkeyPatch) ->
 def test_envstr_uses_the_default_when_unset(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("X", raising=False)
     assert envstr("X", "fallback") == "fallback"
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("json", "json"), (" JSON ", "json"), ("Text", "text"), ("", "text")])
+def test_envchoice_reads_one_of_the_choices_as_spelled_there(
+    monkeypatch: pytest.MonkeyPatch, raw: str, expected: str
+) -> None:
+    monkeypatch.setenv("X", raw)
+    assert envchoice("X", "text", ("text", "json")) == expected
+
+
+def test_envchoice_uses_the_default_when_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("X", raising=False)
+    assert envchoice("X", "text", ("text", "json")) == "text"
+
+
+def test_envchoice_rejects_anything_else(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("X", "yaml")
+    with pytest.raises(ImproperlyConfigured, match=r"^X must be one of text, json; got 'yaml'$"):
+        envchoice("X", "text", ("text", "json"))
+
+
+def test_envchoice_can_be_case_sensitive(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("X", "JSON")
+    with pytest.raises(ImproperlyConfigured):
+        envchoice("X", "text", ("text", "json"), case_sensitive=True)
 
 
 # --- Whole settings, in a fresh process each ------------------------------------------------

@@ -9,13 +9,13 @@ from __future__ import annotations
 from argparse import ArgumentParser
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
-from accounts.models import User
+from accounts.cli import OperatorCommand, checked_text, user_by_email
 from apikeys.services import api_key_create
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = "Create an API key for an account and print the raw key, which is shown this once."
 
     def add_arguments(self, parser: ArgumentParser) -> None:
@@ -23,10 +23,8 @@ class Command(BaseCommand):
         parser.add_argument("--name", required=True, help="the key's name, e.g. 'Production backend'")
 
     def handle(self, *args: object, email: str, name: str, **options: object) -> None:
-        try:
-            owner = User.objects.get(email__iexact=email.strip())
-        except User.DoesNotExist:
-            raise CommandError(f"No account with the email {email!r}.") from None
+        owner = user_by_email(email)
+        name = checked_text(name, what="key name")
         if not owner.is_active:
             # Its keys would never authenticate (the gateway checks the owner is active).
             raise CommandError(f"The account {owner.email} is disabled.")

@@ -7,13 +7,13 @@ import datetime as dt
 from argparse import ArgumentParser
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db import transaction
 from django.db.models import Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from billing.management.commands._lookup import user_by_email
+from accounts.cli import OperatorCommand, user_by_email
 from billing.models import CreditAccount, CreditHold
 from billing.money import format_usd
 from billing.selectors import ledger_sum_micros
@@ -23,7 +23,7 @@ from billing.selectors import ledger_sum_micros
 STUCK_AFTER = dt.timedelta(minutes=15)
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = "Print an account's balance, credit held by requests in flight and ledger sum (USD, 6 decimals)."
 
     def add_arguments(self, parser: ArgumentParser) -> None:

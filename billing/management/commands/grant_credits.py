@@ -5,17 +5,21 @@ from __future__ import annotations
 from argparse import ArgumentParser
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from accounts.cli import OperatorCommand, checked_text, user_by_email
 from accounts.models import SecurityEvent
 from accounts.security import security_event_record
-from billing.management.commands._lookup import user_by_email
 from billing.models import LedgerEntry
-from billing.money import InvalidAmount, format_usd, usd_to_micros
+from billing.money import MICROS_PER_USD, InvalidAmount, format_usd, usd_to_micros
 from billing.services import CreditError, credits_grant
 
+# A typo guard well inside what the balance column holds (about 9.2 trillion USD).
+MAX_AMOUNT_MICROS = 1_000_000_000 * MICROS_PER_USD
+NOTE_MAX_LENGTH = 255  # LedgerEntry.note
 
-class Command(BaseCommand):
+
+class Command(OperatorCommand):
     help = (
         "Add credit to an account as a ledger entry and print the new balance. "
         "A negative amount is an adjustment; it is refused if it would take the balance below zero."
@@ -29,10 +33,13 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, email: str, amount_usd: str, note: str, **options: Any) -> None:
         user = user_by_email(email)
+        note = checked_text(note, what="note", max_length=NOTE_MAX_LENGTH)
         try:
             amount_micros = usd_to_micros(amount_usd)
         except InvalidAmount as error:
             raise CommandError(f"Invalid amount: {error}.") from None
+        if abs(amount_micros) > MAX_AMOUNT_MICROS:
+            raise CommandError(f"Invalid amount: at most {format_usd(MAX_AMOUNT_MICROS)} either way at a time.")
         kind = LedgerEntry.Kind.GRANT if amount_micros > 0 else LedgerEntry.Kind.ADJUSTMENT
         default_note = "Credit granted by an administrator" if amount_micros > 0 else "Adjustment by an administrator"
         try:

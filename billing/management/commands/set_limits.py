@@ -6,13 +6,13 @@ from argparse import ArgumentParser
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from accounts.cli import OperatorCommand, user_by_email
 from accounts.services import account_set_limits
-from billing.management.commands._lookup import user_by_email
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = (
         "Override an account's requests and tokens per minute (per API key); "
         "a limit not given keeps its current value. --clear returns to the plan's limits."

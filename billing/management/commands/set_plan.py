@@ -5,14 +5,12 @@ from __future__ import annotations
 from argparse import ArgumentParser
 from typing import Any
 
-from django.core.management.base import BaseCommand
-
+from accounts.cli import OperatorCommand, user_by_email
 from accounts.services import account_set_plan
-from billing.management.commands._lookup import user_by_email
 from billing.plans import PLANS
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = "Change an account's plan (free, plus or pro)."
 
     def add_arguments(self, parser: ArgumentParser) -> None:
