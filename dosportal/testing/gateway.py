@@ -120,6 +120,7 @@ def gateway_factory(
                 "LOG_LEVEL": "WARNING",
                 # Many gateways run during a session: keep each one's idle connections few and short-lived.
                 "DATABASE_POOL_MAX_SIZE": "8",
+                "DOS_AI_DB_POOL_SIZE": "8",
                 "DATABASE_POOL_MAX_IDLE": "2",
                 **overrides,
             }

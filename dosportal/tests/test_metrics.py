@@ -228,7 +228,8 @@ def test_a_flood_of_model_names_ends_in_one_other_label() -> None:
     for index in range(300):
         metrics.call_finished(endpoint="chat/completions", model=f"made-up-{index}", status=404, latency_s=0.001)
     models = {dict(labels)["model"] for name, labels in scrape() if name == "dos_ai_requests_total"}
-    assert len(models) <= 101
+    # Other tests in this process may have reported calls of real models ("" or "dos-ai") first.
+    assert len({model for model in models if model.startswith("made-up-")}) <= 100
     assert "other" in models
 
 

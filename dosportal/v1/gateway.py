@@ -34,6 +34,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 
 from apikeys.keys import hash_key, is_well_formed
 from billing.settlement import MAX_COST_MICROS, Settlement, believable_tokens
+from dosportal import metrics
+from dosportal.logfilters import log_api_call
 from dosportal.v1 import errors, ratelimit, responses
 from dosportal.v1.errors import ApiError
 from dosportal.v1.pool import upstream_for
@@ -58,6 +60,7 @@ class ApiCall:
     client_request_id: str  # the client's own x-request-id / x-client-request-id, when sane
     client_ip: str
     caller: Caller | None = None  # set once the key is known
+    metered: bool = False  # credit was held: settlement reports the call (metrics, log line)
     limits: ratelimit.Decision | None = None  # the window as this call left it
     started: float = field(default_factory=time.monotonic)
     started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
@@ -135,6 +138,35 @@ async def rate_limit_headers(call: ApiCall) -> dict[str, str]:
     return call.limits.headers() if call.limits is not None else {}
 
 
+def endpoint_of(view_name: str) -> str:
+    """The API path a view serves, as metrics and logs name it ("" for unknown paths)."""
+    return {"chat_completions": "chat/completions", "model_detail": "models", "response_by_id": "responses"}.get(
+        view_name, "" if view_name == "not_found" else view_name
+    )
+
+
+def report_unmetered(call: ApiCall, endpoint: str, status: int, code: str) -> None:
+    """Metrics and the log line of a call that held no credit: a listing, or a refusal."""
+    latency = time.monotonic() - call.started
+    if status >= 400:
+        metrics.refused(reason=code or "error", status=status)
+    else:
+        metrics.call_finished(endpoint=endpoint, model="", status=status, latency_s=latency)
+    log_api_call(
+        logger,
+        request_id=call.request_id,
+        client_request_id=call.client_request_id or None,
+        key_hint=call.caller.key_hint if call.caller else None,
+        user_id=call.caller.owner_id if call.caller else None,
+        endpoint=endpoint or None,
+        method=call.request.method,
+        path=call.request.path[:200] if not endpoint else None,
+        status=status,
+        code=code or None,
+        latency_ms=int(latency * 1000),
+    )
+
+
 async def list_models(call: ApiCall) -> list[ModelRow]:
     caller, _, catalogue = await authenticate(call, catalogue=True)
     await admit(call, caller, token_cost=0)
@@ -161,6 +193,8 @@ class Metered:
     model: ModelRow
     parsed: ParsedRequest
     hold_id: int
+    error_code: str = ""  # the code of the error the client saw, if any
+    first_byte: float | None = None  # monotonic time the first streamed bytes were handed on
 
     def settlement(self, status: int, prompt_tokens: int, completion_tokens: int, *, charge: bool) -> Settlement:
         return Settlement(
@@ -184,7 +218,7 @@ class Metered:
 
     async def settle(self, status: int, prompt_tokens: int = 0, completion_tokens: int = 0, *, charge: bool) -> None:
         """Charge (or only release the hold) exactly once; survives the caller being cancelled
-        and the database being away (dosportal.v1.settler)."""
+        and the database being away (dosportal.v1.settler). Then the call's metrics and log line."""
         settlement = self.settlement(status, prompt_tokens, completion_tokens, charge=charge)
         task = asyncio.ensure_future(get_settler().settle(settlement))
         try:
@@ -192,6 +226,39 @@ class Metered:
         except asyncio.CancelledError:
             await task
             raise
+        finally:
+            self.report(settlement)
+
+    def report(self, settlement: Settlement) -> None:
+        latency = time.monotonic() - self.call.started
+        metrics.call_finished(
+            endpoint=self.endpoint,
+            model=self.model.name,
+            status=settlement.status_code,
+            code=self.error_code,
+            latency_s=latency,
+            ttft_s=self.first_byte - self.call.started if self.first_byte is not None else None,
+            prompt_tokens=settlement.prompt_tokens,
+            completion_tokens=settlement.completion_tokens,
+            charged_micros=settlement.cost_micros,
+        )
+        log_api_call(
+            logger,
+            request_id=self.call.request_id,
+            client_request_id=self.call.client_request_id or None,
+            key_hint=self.caller.key_hint,
+            user_id=self.caller.owner_id,
+            endpoint=self.endpoint,
+            model=self.model.name,
+            status=settlement.status_code,
+            code=self.error_code or None,
+            latency_ms=settlement.latency_ms,
+            prompt_tokens=settlement.prompt_tokens,
+            completion_tokens=settlement.completion_tokens,
+            charged_micros=settlement.cost_micros,
+            stream=self.parsed.stream,
+            ttft_ms=int((self.first_byte - self.call.started) * 1000) if self.first_byte is not None else None,
+        )
 
     def public_error(self, error: ApiError) -> ApiError:
         """An upstream's error as the client may see it: the upstream's model name replaced."""
@@ -206,13 +273,16 @@ class Metered:
         try:
             yield
         except ApiError as error:
+            self.error_code = error.code
             await self.settle(error.status, charge=False)
             raise self.public_error(error) from None
         except asyncio.CancelledError:
             # The client left before any answer: nothing was delivered, nothing is charged.
+            self.error_code = "client_closed"
             await self.settle(CLIENT_CLOSED, charge=False)
             raise
         except Exception:
+            self.error_code = "internal_error"
             await self.settle(500, charge=False)
             raise
 
@@ -277,6 +347,7 @@ async def proxy(call: ApiCall, *, endpoint: str, kind: str, parse: Callable[[dic
         raise errors.insufficient_balance()
 
     metered = Metered(call, endpoint, caller, model, parsed, hold_id)
+    call.metered = True
     upstream_body = {**parsed.body, "model": model.upstream_name}
     upstream = await upstream_for(model.id)
     if not parsed.stream:
@@ -286,7 +357,7 @@ async def proxy(call: ApiCall, *, endpoint: str, kind: str, parse: Callable[[dic
     async with metered.released_on_failure():
         stream = await upstream.open_stream(endpoint, upstream_body)
     relay = _relay_responses if parsed.api == "responses" else _relay
-    response = StreamingHttpResponse(relay(metered, stream), content_type="text/event-stream")
+    response = StreamingHttpResponse(_timed(metered, relay(metered, stream)), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # tell nginx-style proxies not to buffer the stream
     return response
@@ -306,6 +377,15 @@ async def _complete(metered: Metered, upstream: Any, upstream_body: dict[str, An
     payload["model"] = metered.model.name
     await metered.settle(200, *counted, charge=True)
     return JsonResponse(payload)
+
+
+async def _timed(metered: Metered, parts: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The stream as the client gets it: in flight while it runs, its first byte timed."""
+    with metrics.in_flight(metered.endpoint, stream=True):
+        async for part in parts:
+            if metered.first_byte is None:
+                metered.first_byte = time.monotonic()
+            yield part
 
 
 def _sse(payload: Any) -> bytes:
@@ -402,12 +482,12 @@ async def _relay(metered: Metered, stream: UpstreamStream) -> AsyncIterator[byte
         settled = True
         yield b"data: [DONE]\n\n"
     except UpstreamStreamError as error:
-        status = error.api_error.status
+        status, metered.error_code = error.api_error.status, error.api_error.code
         await _finish(metered, stream, status, usage, delivered)
         settled = True
         yield _error_event(metered.public_error(error.api_error))
     except (asyncio.CancelledError, GeneratorExit):
-        status = CLIENT_CLOSED
+        status, metered.error_code = CLIENT_CLOSED, "client_closed"
         raise
     finally:
         if not settled:
@@ -458,12 +538,12 @@ async def _relay_responses(metered: Metered, stream: UpstreamStream) -> AsyncIte
         await _finish(metered, stream, status, usage, delivered)
         settled = True
     except UpstreamStreamError as error:
-        status = error.api_error.status
+        status, metered.error_code = error.api_error.status, error.api_error.code
         await _finish(metered, stream, status, usage, delivered)
         settled = True
         yield _responses_error_event(metered.public_error(error.api_error))
     except (asyncio.CancelledError, GeneratorExit):
-        status = CLIENT_CLOSED
+        status, metered.error_code = CLIENT_CLOSED, "client_closed"
         raise
     finally:
         if not settled:

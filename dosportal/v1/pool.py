@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
+from dosportal import metrics
 from dosportal.v1 import errors
 from dosportal.v1.errors import ApiError
 from dosportal.v1.loops import PerEventLoop
@@ -130,6 +131,7 @@ def _publish(endpoint: Endpoint) -> None:
     """Tell the admin and /healthz (any worker) about a change, without waiting for it."""
     from django.core.cache import cache
 
+    metrics.upstream_health(endpoint.label, endpoint.healthy)
     state = {"state": endpoint.state(), "failures": endpoint.failures, "cooldown": endpoint.cooldown, "at": time.time()}
 
     async def write() -> None:
@@ -236,13 +238,7 @@ class PooledUpstream:
 
 
 def _observe(endpoint: Endpoint, *, ok: bool, seconds: float) -> None:
-    try:
-        from dosportal import metrics
-    except ImportError:  # metrics are optional
-        return
-    report = getattr(metrics, "upstream_result", None)
-    if report is not None:
-        report(endpoint.label, ok, seconds)
+    metrics.upstream_result(endpoint.label, ok, seconds)
 
 
 def _maybe_probe(endpoints: list[Endpoint]) -> None:

@@ -40,6 +40,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from django.conf import settings
 
+from dosportal import metrics
 from dosportal.v1.loops import PerEventLoop
 
 logger = logging.getLogger(__name__)
@@ -337,6 +338,7 @@ async def admit(key_id: int, *, rpm: int, tpm: int, cost: int, peek: bool = Fals
         return await get_limiter().admit(key_id, rpm=rpm, tpm=tpm, cost=cost, peek=peek)
     except (redis.exceptions.RedisError, OSError) as error:
         logger.error("rate limiter unavailable, admitting without limits (fail-open): %r", error)
+        metrics.limiter_fail_open()
         return None
 
 

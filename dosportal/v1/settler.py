@@ -31,6 +31,7 @@ from typing import IO
 from django.conf import settings
 
 from billing.settlement import Settlement
+from dosportal import metrics
 from dosportal.v1.loops import PerEventLoop
 from dosportal.v1.store import Store, StoreUnavailable, get_store
 
@@ -174,6 +175,7 @@ class Settler:
     async def flush(self) -> bool:
         """One pass over what is waiting; True when everything was written."""
         for hold_id, settlement in list(self.waiting.items()):
+            metrics.settlement_retry()
             try:
                 await self.store.settle(settlement)
             except StoreUnavailable:

@@ -10,6 +10,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from billing.models import ServedModel
+from dosportal import metrics
 from dosportal.v1 import errors, gateway
 from dosportal.v1.errors import ApiError
 from dosportal.v1.gateway import ApiCall
@@ -29,21 +30,27 @@ def api_endpoint(*methods: str) -> Callable[[ApiView], Callable[..., Awaitable[H
     rate-limit headers once the key is known."""
 
     def decorator(view: ApiView) -> Callable[..., Awaitable[HttpResponse]]:
+        endpoint = gateway.endpoint_of(view.__name__)
+
         @csrf_exempt
         @functools.wraps(view)
         async def wrapper(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
             call = ApiCall.begin(request)
+            code = ""
             try:
                 if methods and request.method not in methods:
                     raise errors.method_not_allowed(request.method or "", list(methods))
-                response = await view(call, *args, **kwargs)
+                with metrics.in_flight(endpoint):
+                    response = await view(call, *args, **kwargs)
             except ApiError as error:
-                response = error.response()
+                response, code = error.response(), error.code
             except StoreUnavailable:
-                response = errors.service_unavailable().response()
+                response, code = errors.service_unavailable().response(), "service_unavailable"
             except Exception:
                 logger.exception("unhandled error in /v1 (request %s)", call.request_id)
-                response = errors.internal_error().response()
+                response, code = errors.internal_error().response(), "internal_error"
+            if not call.metered:  # a metered call reports when it settles (gateway.Metered)
+                gateway.report_unmetered(call, endpoint, response.status_code, code)
             response["x-request-id"] = call.request_id
             if call.client_request_id:
                 response["x-client-request-id"] = call.client_request_id
