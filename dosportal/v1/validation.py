@@ -30,6 +30,10 @@ from dosportal.v1.tokens import (
 
 MAX_CHOICES = 128
 MODEL_NAME_MAX_LENGTH = 100  # ServedModel.name
+# Every name an OpenAI-compatible server reads as "generate at most this many tokens" (OpenAI's
+# two, llama.cpp's n_predict, TGI's max_new_tokens). The largest one sent is admitted; the last
+# is the one written into the forwarded body when none is sent.
+COMPLETION_BUDGET_FIELDS = ("max_completion_tokens", "n_predict", "max_new_tokens", "max_tokens")
 
 
 @dataclass(frozen=True)
@@ -249,7 +253,7 @@ def parse_chat(body: dict[str, Any]) -> ParsedRequest:
         _check_content(index, message.get("content"))
     _check_tools(body)
     stream, wants_usage = _stream_flags(body)
-    budget, forwarded = _completion_budget(body, "max_completion_tokens", "max_tokens")
+    budget, forwarded = _completion_budget(body, *COMPLETION_BUDGET_FIELDS)
     prompt = estimate_chat_prompt_tokens(messages) + estimate_request_extras(body)
     return ParsedRequest(forwarded, model, stream, wants_usage, prompt, budget)
 
@@ -263,7 +267,7 @@ def parse_completion(body: dict[str, Any]) -> ParsedRequest:
     if suffix is not None and not isinstance(suffix, str):
         raise _invalid("suffix", "a string")
     stream, wants_usage = _stream_flags(body)
-    budget, forwarded = _completion_budget(body, "max_completion_tokens", "max_tokens")
+    budget, forwarded = _completion_budget(body, *COMPLETION_BUDGET_FIELDS)
     estimate = estimate_input_tokens(prompt) + estimate_text_tokens(suffix or "")
     return ParsedRequest(forwarded, model, stream, wants_usage, estimate, budget)
 

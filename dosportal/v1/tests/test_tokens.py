@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from dosportal.v1.errors import ApiError
 from dosportal.v1.tokens import estimate_chat_prompt_tokens, estimate_input_tokens, estimate_text_tokens
 from dosportal.v1.validation import parse_chat, parse_completion, parse_embedding
 
@@ -85,3 +86,19 @@ def test_completions_and_embeddings():
 
     assert (completion.prompt_tokens, completion.completion_tokens) == (3, 5)
     assert (embedding.prompt_tokens, embedding.completion_tokens) == (3, 0)
+
+
+@pytest.mark.parametrize("alias", ["n_predict", "max_new_tokens"])
+def test_other_servers_names_for_the_budget_are_admitted_too(alias):
+    # llama.cpp reads n_predict, TGI max_new_tokens: whichever is largest is what may be generated.
+    parsed = parse_completion({"model": "dos-ai", "prompt": "abcd", "max_tokens": 1, alias: 100_000})
+
+    assert parsed.completion_tokens == 100_000
+    assert parsed.body["max_tokens"] == 1  # forwarded as sent: the upstream may obey either, both were admitted
+
+
+def test_a_negative_n_predict_meaning_unlimited_is_refused():
+    with pytest.raises(ApiError) as raised:
+        parse_completion({"model": "dos-ai", "prompt": "abcd", "n_predict": -1})
+
+    assert raised.value.message == "Invalid type for 'n_predict': expected an integer between 1 and 2147483647."
