@@ -17,6 +17,7 @@ from django.db.models import Sum
 from accounts.models import User
 from apikeys.models import ApiKey
 from billing.models import CreditAccount, CreditHold, LedgerEntry, UsageRecord
+from billing.selectors import ledger_sum_micros
 from billing.services import CreditError, credit_reserve, credits_grant, usage_settle
 from billing.settlement import Settlement
 from billing.tests.conftest import make_key
@@ -26,14 +27,10 @@ def account_of(user: User) -> CreditAccount:
     return CreditAccount.objects.get(user=user)
 
 
-def ledger_sum(user: User) -> int:
-    return LedgerEntry.objects.filter(user=user).aggregate(total=Sum("amount_micros"))["total"] or 0
-
-
 def assert_consistent(user: User) -> None:
     """Balance = ledger sum; each entry's balance_after is the running sum; nothing negative."""
     account = account_of(user)
-    assert account.balance_micros == ledger_sum(user)
+    assert account.balance_micros == ledger_sum_micros(user=user)
     assert account.balance_micros >= 0
     assert account.held_micros == (
         CreditHold.objects.filter(user=user).aggregate(total=Sum("amount_micros"))["total"] or 0

@@ -43,7 +43,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_for(lookup: Callable[[], Any], timeout: float = 5.0, what: str = "the row") -> Any:
+    """Poll `lookup` until it returns something (a settlement written after the response ends)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = lookup()
+        if found is not None:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"{what} never appeared")
+
+
 def test_database_url() -> str:
+    """The URL of this run's test database (pytest-django's), for processes the tests start."""
     from django.db import connection
 
     db = connection.settings_dict

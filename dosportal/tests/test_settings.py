@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connection
 
 from dosportal.env import envbool, envchoice, envdecimal, envfloat, envint, envlist, envstr
+from dosportal.testing.gateway import test_database_url as database_url_of_this_run
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 
@@ -175,20 +175,12 @@ def print_settings(env: dict[str, str], *names: str) -> dict[str, object]:
 
 
 @pytest.fixture
-def test_database_url(db: None) -> str:
-    """The URL of the database this test run uses (pytest-django's test database)."""
-    params = connection.settings_dict
-    user = params["USER"] or "postgres"
-    return f"postgres://{user}@{params['HOST'] or '127.0.0.1'}:{params['PORT'] or 5432}/{params['NAME']}"
-
-
-@pytest.fixture
-def production_env(test_database_url: str) -> dict[str, str]:
+def production_env(db: None) -> dict[str, str]:
     return {
         "DEBUG": "0",
         "SECRET_KEY": secrets.token_urlsafe(60),
         "ALLOWED_HOSTS": "portal.example.com",
-        "DATABASE_URL": test_database_url,
+        "DATABASE_URL": database_url_of_this_run(),
         "REDIS_URL": "redis://127.0.0.1:6379/0",
         "DOS_AI_UPSTREAM_URL": "http://127.0.0.1:9/v1",
     }

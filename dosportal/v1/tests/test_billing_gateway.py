@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import httpx
 import pytest
-from django.db.models import Sum
 
 from accounts.services import account_set_limits
 from billing.models import CreditAccount, CreditHold, LedgerEntry, ServedModel, UsageRecord
+from billing.selectors import ledger_sum_micros
+from dosportal.testing.gateway import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,10 +32,6 @@ def set_balance(user, micros: int) -> None:
     LedgerEntry.objects.filter(user=user).delete()
     LedgerEntry.objects.create(user=user, kind="grant", amount_micros=micros, balance_after_micros=micros)
     CreditAccount.objects.filter(user=user).update(balance_micros=micros, held_micros=0)
-
-
-def ledger_sum(user) -> int:
-    return LedgerEntry.objects.filter(user=user).aggregate(total=Sum("amount_micros"))["total"] or 0
 
 
 def test_a_just_affordable_request_passes_and_one_micro_less_is_refused(gateway, api_key, api_user, fake_upstream):
@@ -69,7 +65,7 @@ def test_the_charge_is_usage_times_price_to_the_micro_dollar(gateway, api_key, a
     assert CreditAccount.objects.get(user=api_user).balance_micros == before - 123
     entry = LedgerEntry.objects.get(usage=record)
     assert (entry.kind, entry.amount_micros, entry.balance_after_micros) == ("usage", -123, before - 123)
-    assert ledger_sum(api_user) == before - 123
+    assert ledger_sum_micros(user=api_user) == before - 123
 
 
 def test_an_upstream_failure_leaves_the_balance_unchanged(gateway, api_key, api_user, fake_upstream):
@@ -116,7 +112,7 @@ def test_concurrent_requests_never_spend_more_than_the_balance(gateway, api_key,
     assert statuses.count(402) == 40
     account = CreditAccount.objects.get(user=api_user)
     assert (account.balance_micros, account.held_micros) == (0, 0)
-    assert ledger_sum(api_user) == account.balance_micros
+    assert ledger_sum_micros(user=api_user) == account.balance_micros
     assert UsageRecord.objects.filter(status_code=200).count() == 10
     assert LedgerEntry.objects.filter(kind="usage").count() == 10
 
@@ -131,7 +127,7 @@ def test_usage_beyond_the_estimate_stops_the_balance_at_zero(gateway, api_key, a
     account = CreditAccount.objects.get(user=api_user)
     assert (account.balance_micros, account.held_micros) == (0, 0)
     assert UsageRecord.objects.get().cost_micros == 7
-    assert ledger_sum(api_user) == 0
+    assert ledger_sum_micros(user=api_user) == 0
 
 
 def test_a_stream_is_charged_from_the_upstreams_usage(gateway, api_key, api_user, fake_upstream):
@@ -140,7 +136,7 @@ def test_a_stream_is_charged_from_the_upstreams_usage(gateway, api_key, api_user
     response = chat(gateway, api_key, {**EXACT, "stream": True})
 
     assert response.text.endswith("data: [DONE]\n\n")
-    record = _settled()
+    record = wait_for(UsageRecord.objects.first, what="the settlement")
     assert (record.prompt_tokens, record.completion_tokens, record.cost_micros, record.streamed) == (11, 6, 15, True)
     assert CreditAccount.objects.get(user=api_user).balance_micros == before - 15
 
@@ -156,7 +152,7 @@ def test_a_stream_cut_by_the_client_is_charged_for_what_was_delivered(gateway, a
     ) as response:
         next(line for line in response.iter_lines() if line)
 
-    record = _settled()
+    record = wait_for(UsageRecord.objects.first, what="the settlement")
     assert record.status_code == 499
     # No usage came from the upstream: prompt from the estimate, completion from the delivered text.
     assert record.prompt_tokens == 11
@@ -164,7 +160,7 @@ def test_a_stream_cut_by_the_client_is_charged_for_what_was_delivered(gateway, a
     assert record.cost_micros > 0
     account = CreditAccount.objects.get(user=api_user)
     assert (account.balance_micros, account.held_micros) == (before - record.cost_micros, 0)
-    assert ledger_sum(api_user) == account.balance_micros
+    assert ledger_sum_micros(user=api_user) == account.balance_micros
 
 
 def test_a_price_change_applies_to_the_next_request(gateway, api_key, fake_upstream):
@@ -175,13 +171,3 @@ def test_a_price_change_applies_to_the_next_request(gateway, api_key, fake_upstr
     assert chat(gateway, api_key).status_code == 200
 
     assert list(UsageRecord.objects.order_by("created_at").values_list("cost_micros", flat=True)) == [15, 17]
-
-
-def _settled(timeout: float = 5.0) -> UsageRecord:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        record = UsageRecord.objects.first()
-        if record is not None:
-            return record
-        time.sleep(0.05)
-    raise AssertionError("the request was never settled")

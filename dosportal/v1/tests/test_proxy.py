@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import threading
-import time
 
 import httpx
 import openai
@@ -12,6 +10,7 @@ import pytest
 
 from apikeys.models import ApiKey
 from billing.models import ServedModel, UsageRecord
+from dosportal.testing.gateway import wait_for
 from dosportal.testing.upstream import COMPLETION_TOKENS, PROMPT_TOKENS, REPLY_WORDS
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -197,46 +196,7 @@ def test_client_disconnect_mid_stream_cancels_the_upstream_request(gateway, api_
 
     assert fake_upstream.disconnected.wait(timeout=5)
     assert not fake_upstream.stream_finished.is_set()
-    record = _wait_for_usage(lambda: UsageRecord.objects.filter(status_code=499).first())
+    record = wait_for(lambda: UsageRecord.objects.filter(status_code=499).first())
     assert record.streamed is True
     assert record.completion_tokens >= 1
     assert record.cost_micros > 0
-
-
-def _wait_for_usage(lookup, timeout: float = 5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = lookup()
-        if found is not None:
-            return found
-        time.sleep(0.05)
-    raise AssertionError("no usage record appeared")
-
-
-def test_many_concurrent_streams_are_served(gateway, api_key, api_user, fake_upstream):
-    """Sanity check of the shared client under concurrency (the pool holds 1000 by default)."""
-    from accounts.services import account_set_limits
-
-    account_set_limits(user=api_user, requests_per_minute=1000, tokens_per_minute=10_000_000)
-    fake_upstream.chunk_delay = 0.05
-    results: list[int] = []
-
-    def one() -> None:
-        body = {"model": "dos-ai", "stream": True, "max_tokens": 10, "messages": [{"role": "user", "content": "Hi"}]}
-        with httpx.stream(
-            "POST",
-            f"{gateway.url}/v1/chat/completions",
-            json=body,
-            headers={"Authorization": f"Bearer {api_key}"},
-            timeout=30,
-        ) as response:
-            events = [line for line in response.iter_lines() if line]
-        results.append(response.status_code if events[-1] == "data: [DONE]" else -1)
-
-    threads = [threading.Thread(target=one) for _ in range(40)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
-    assert results == [200] * 40
