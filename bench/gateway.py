@@ -153,8 +153,9 @@ def median(results: list[Result]) -> Result:
     )
 
 
-async def first_token_times(port: int, path: str, key: str, count: int) -> tuple[list[float], int]:
-    """Open `count` streams at once; the seconds from sending each to its first `data:` line."""
+async def first_token_times(port: int, path: str, key: str, count: int, ramp: float = 0.0) -> tuple[list[float], int]:
+    """Open `count` streams, all at once or spread evenly over `ramp` seconds; the seconds from
+    sending each to its first `data:` line."""
     body = CHAT_BODY.replace('"max_tokens":16', '"stream":true,"max_tokens":64').encode()
     request = (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
@@ -162,8 +163,10 @@ async def first_token_times(port: int, path: str, key: str, count: int) -> tuple
     ).encode() + body
     errors = 0
 
-    async def one() -> float | None:
+    async def one(index: int) -> float | None:
         nonlocal errors
+        if ramp:
+            await asyncio.sleep(ramp * index / count)
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             started = time.perf_counter()
@@ -193,7 +196,7 @@ async def first_token_times(port: int, path: str, key: str, count: int) -> tuple
             errors += 1
             return None
 
-    results = await asyncio.gather(*(one() for _ in range(count)))
+    results = await asyncio.gather(*(one(index) for index in range(count)))
     return [r for r in results if r is not None], errors
 
 
@@ -207,6 +210,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--streams", type=int, default=1000)
+    parser.add_argument("--ramp", type=float, default=1.0, help="seconds over which the streams are opened")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is missing: apt-get install wrk")
@@ -267,17 +271,19 @@ def main() -> None:
                 f"  {name[7:]:14} throughput ÷ floor at c=32: {summary[(name, 32)].rps / floor32:.2f}×  (target ≥ 0.8)"
             )
 
-        streams = asyncio.run(first_token_times(stream_port, "/v1/chat/completions", "", args.streams))
+        streams = asyncio.run(first_token_times(stream_port, "/v1/chat/completions", "", args.streams, args.ramp))
         portal_env_stream = {**portal_env, "DOS_AI_UPSTREAM_URL": f"http://127.0.0.1:{stream_port}/v1"}
         stream_portal_port = free_port()
         stream_portal = uvicorn("dosportal.asgi:application", stream_portal_port, portal_env_stream)
         processes.append(stream_portal)
         asyncio.run(first_token_times(stream_portal_port, "/v1/chat/completions", key, 20))  # warm up
-        through = asyncio.run(first_token_times(stream_portal_port, "/v1/chat/completions", key, args.streams))
+        through = asyncio.run(
+            first_token_times(stream_portal_port, "/v1/chat/completions", key, args.streams, args.ramp)
+        )
         direct_p50 = statistics.median(streams[0]) * 1000
         portal_ttft = sorted(t * 1000 for t in through[0]) or [float("nan")]
         p99 = portal_ttft[min(len(portal_ttft) - 1, int(len(portal_ttft) * 0.99))]
-        print(f"\nstreaming: {args.streams} concurrent streams, 50 chunks 20 ms apart")
+        print(f"\nstreaming: {args.streams} streams opened over {args.ramp:g} s, 50 chunks 20 ms apart")
         print(f"  upstream direct: errors {streams[1]}, time to first token p50 {direct_p50:.1f} ms")
         added_p50 = statistics.median(portal_ttft) - direct_p50
         print(f"  through portal:  errors {through[1]}, added time to first token p50 {added_p50:.1f} ms, "
