@@ -4,7 +4,7 @@ from django.conf import settings
 from django.http import HttpRequest
 
 from billing.money import format_usd, usd_to_micros
-from billing.plans import PLANS, PlanName
+from accounts.plans import PLANS, PlanName
 
 
 def signup_offer(request: HttpRequest) -> dict[str, object]:

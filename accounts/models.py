@@ -4,7 +4,7 @@ from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, Permis
 from django.db import models
 from django.utils import timezone
 
-from billing.plans import PLANS, Plan, PlanName
+from accounts.plans import PLANS, Plan, PlanName
 
 
 def effective_limits(plan: str, rpm_override: int | None, tpm_override: int | None) -> tuple[int, int]:

@@ -7,7 +7,7 @@ from django.db import transaction
 
 from accounts.models import SecurityEvent, User
 from accounts.security import SecurityContext, security_event_record
-from billing.plans import PLANS
+from accounts.plans import PLANS
 
 # The override columns are PostgreSQL integers.
 LIMIT_MAXIMUM = 2**31 - 1

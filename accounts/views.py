@@ -18,7 +18,7 @@ from django.views.decorators.http import require_POST
 from accounts.forms import AccountPasswordChangeForm
 from accounts.models import SecurityEvent
 from accounts.security import security_event_record
-from billing.plans import PLANS
+from accounts.plans import PLANS
 
 
 class LogoutView(auth_views.LogoutView):

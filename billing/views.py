@@ -15,7 +15,7 @@ from apikeys.models import ApiKey
 from billing import exports, selectors
 from billing.forms import AlertSettingsForm
 from billing.money import common_places
-from billing.plans import PLANS
+from accounts.plans import PLANS
 from dosportal.htmx import HtmxHttpRequest, login_required, render_page_or_fragment
 
 

@@ -161,7 +161,7 @@ def test_a_database_refusal_is_one_line_not_a_traceback(owner: User, monkeypatch
     def refuse(**kwargs: object) -> None:
         raise DataError('integer out of range\nCONTEXT:  unnamed portal parameter $1 = "..."')
 
-    monkeypatch.setattr("billing.management.commands.set_plan.account_set_plan", refuse)
+    monkeypatch.setattr("accounts.management.commands.set_plan.account_set_plan", refuse)
 
     assert str(refusal("set_plan", "owner@example.com", "pro")) == (
         "The database refused the change: integer out of range"

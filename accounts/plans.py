@@ -1,4 +1,4 @@
-"""The plan table: one definition that everything reads (limits, pages, admin)."""
+"""The plan table: an account's rate-limit tier, one definition that everything reads (limits, pages, admin)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,3 @@ PLANS: dict[str, Plan] = {
     PlanName.PLUS: Plan(PlanName.PLUS, "Plus", requests_per_minute=120, tokens_per_minute=500_000),
     PlanName.PRO: Plan(PlanName.PRO, "Pro", requests_per_minute=300, tokens_per_minute=2_000_000),
 }
-
-
-def plan_for(name: str) -> Plan:
-    return PLANS[name]

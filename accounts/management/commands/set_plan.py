@@ -7,7 +7,7 @@ from typing import Any
 
 from accounts.cli import OperatorCommand, user_by_email
 from accounts.services import account_set_plan
-from billing.plans import PLANS
+from accounts.plans import PLANS
 
 
 class Command(OperatorCommand):
