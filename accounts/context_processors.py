@@ -3,8 +3,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.http import HttpRequest
 
-from billing.money import format_usd, usd_to_micros
 from accounts.plans import PLANS, PlanName
+from billing.money import format_usd, usd_to_micros
 
 
 def signup_offer(request: HttpRequest) -> dict[str, object]:

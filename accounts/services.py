@@ -6,8 +6,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from accounts.models import SecurityEvent, User
-from accounts.security import SecurityContext, security_event_record
 from accounts.plans import PLANS
+from accounts.security import SecurityContext, security_event_record
 
 # The override columns are PostgreSQL integers.
 LIMIT_MAXIMUM = 2**31 - 1

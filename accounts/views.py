@@ -17,8 +17,8 @@ from django.views.decorators.http import require_POST
 
 from accounts.forms import AccountPasswordChangeForm
 from accounts.models import SecurityEvent
-from accounts.security import security_event_record
 from accounts.plans import PLANS
+from accounts.security import security_event_record
 
 
 class LogoutView(auth_views.LogoutView):

@@ -11,11 +11,11 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
+from accounts.plans import PLANS
 from apikeys.models import ApiKey
 from billing import exports, selectors
 from billing.forms import AlertSettingsForm
 from billing.money import common_places
-from accounts.plans import PLANS
 from dosportal.htmx import HtmxHttpRequest, login_required, render_page_or_fragment
 
 

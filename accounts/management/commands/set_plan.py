@@ -6,8 +6,8 @@ from argparse import ArgumentParser
 from typing import Any
 
 from accounts.cli import OperatorCommand, user_by_email
-from accounts.services import account_set_plan
 from accounts.plans import PLANS
+from accounts.services import account_set_plan
 
 
 class Command(OperatorCommand):
