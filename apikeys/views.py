@@ -18,6 +18,7 @@ from django_htmx.http import reswap, retarget, trigger_client_event
 from apikeys.forms import ApiKeyCreateForm
 from apikeys.models import ApiKey
 from apikeys.services import api_key_create, api_key_revoke
+from apikeys.settings_views import revoked_context
 from dosportal.htmx import HtmxHttpRequest, login_required, vary_on_htmx
 
 
@@ -41,6 +42,7 @@ def _render_keys_page(
         "form": form,
         "new_key": api_key,
         "raw_key": raw_key,
+        **revoked_context(request),
     }
     return render(request, "apikeys/keys.html", context)
 
@@ -62,7 +64,7 @@ def keys_page(request: HtmxHttpRequest) -> HttpResponse:
 @login_required
 @sensitive_variables("raw_key")
 def key_create(request: HtmxHttpRequest) -> HttpResponse:
-    form = ApiKeyCreateForm(request.POST)
+    form = ApiKeyCreateForm(request.POST, owner=request.user)
     if not form.is_valid():
         # 200, not 4xx: htmx swaps only successful responses, and the errors are the content.
         if request.htmx:
@@ -73,7 +75,7 @@ def key_create(request: HtmxHttpRequest) -> HttpResponse:
             response = _render_keys_page(request, form=form)
         return vary_on_htmx(response)
 
-    api_key, raw_key = api_key_create(owner=request.user, name=form.cleaned_data["name"])
+    api_key, raw_key = api_key_create(owner=request.user, name=form.cleaned_data["name"], settings=form.key_settings())
     # The raw key goes into this one response and nowhere else: not the session, not a
     # message, not a redirect target. Hence no redirect after this POST, even without JS.
     if request.htmx:

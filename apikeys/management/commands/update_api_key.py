@@ -68,8 +68,8 @@ class Command(BaseCommand):
                 raise CommandError("--spend-limit needs --spend-period day|week|month|total.")
             try:
                 changes["spend_limit_micros"] = usd_to_micros(options["spend_limit"])
-            except InvalidAmount as error:
-                raise CommandError(f"--spend-limit: {error}.") from None
+            except InvalidAmount:
+                raise CommandError("--spend-limit: use at most 6 decimal places (one micro-dollar).") from None
             changes["spend_period"] = options["spend_period"]
         elif options["spend_period"] is not None:
             raise CommandError("--spend-period goes with --spend-limit USD.")
