@@ -95,18 +95,18 @@ def test_expires_in_counts_days_from_now(owner, make_key):
         (
             ["owner@example.com", "ci", "--models", ","],
             "--models needs at least one model name; use --all-models for every model.",
-        ),  # noqa: E501
+        ),
         (["owner@example.com", "ci", "--models", "gpt-9"], "No such model: gpt-9."),
         (["owner@example.com", "ci", "--allow-ips", "10.0.0.300"], "Not an IP address or CIDR range: '10.0.0.300'."),
         (
             ["owner@example.com", "ci", "--rename", "other"],
             "You already have an active key named “other”. Choose another name.",
-        ),  # noqa: E501
+        ),
         (["owner@example.com", "ci", "--expires-at", "2001-01-01"], "Choose an expiry time in the future."),
         (
             ["owner@example.com", "ci", "--spend-limit", "0.0000001", "--spend-period", "day"],
             "--spend-limit: use at most 6 decimal places (one micro-dollar).",
-        ),  # noqa: E501
+        ),
     ],
 )
 def test_a_bad_argument_or_unknown_key_is_one_line(owner, make_key, args, message):
@@ -153,7 +153,7 @@ def test_roll_prints_only_the_new_key_and_the_old_one_works_for_the_grace(owner,
 
 
 def test_roll_without_grace_ends_the_old_secret_and_errors_are_one_line(owner, make_key):
-    api_key, old_raw = make_key(owner, "ci")
+    _, old_raw = make_key(owner, "ci")
     out = io.StringIO()
     call_command("roll_api_key", owner.email, "ci", stdout=out, stderr=io.StringIO())
     assert api_key_authenticate(old_raw) is None
