@@ -139,7 +139,9 @@ class ApiKeySettingsForm(forms.Form):
             try:
                 clean_key_settings(check)
             except ValidationError as error:
+                expiry_field = "expires_on" if cleaned.get("expiry") == "date" else "expiry"
                 for field, messages in error.message_dict.items():
+                    field = expiry_field if field == "expires_at" else field
                     self.add_error(field if field in self.fields else None, messages)
         self.changes = changes
         return cleaned
