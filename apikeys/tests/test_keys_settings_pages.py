@@ -164,7 +164,7 @@ def test_a_plain_roll_without_grace_renders_a_page(owner_client: Client, owner, 
 
 
 def test_revoked_keys_are_listed_greyed_under_their_filter(owner_client: Client, owner, make_key) -> None:
-    kept, _ = make_key(owner, "Kept")
+    make_key(owner, "Kept")
     gone, _ = make_key(owner, "Gone")
     api_key_revoke(api_key=gone)
 
