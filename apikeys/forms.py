@@ -45,7 +45,7 @@ class ApiKeySettingsForm(forms.Form):
         min_value=Decimal(0),
         max_digits=16,
         decimal_places=6,
-        help_text="Blank for no limit. Calls that would go past it get 402 until the period resets.",
+        help_text="Blank for no limit. Periods are UTC; weeks start on Monday. Past the limit, calls get 402 until it resets.",
         widget=forms.NumberInput(attrs={"step": "0.01", "min": "0", "placeholder": "No limit", "inputmode": "decimal"}),
     )
     spend_period = forms.ChoiceField(label="Per", choices=SpendPeriod.choices, initial="month", required=False)
@@ -199,6 +199,7 @@ class ApiKeyEditForm(ApiKeySettingsForm):
     field_order = ["name"]
 
     def __init__(self, *args: Any, api_key: ApiKey, **kwargs: Any) -> None:
+        kwargs.setdefault("auto_id", "edit-%s")  # its dialog shares the page with the create form
         if not args and "initial" not in kwargs:
             kwargs["initial"] = {**initial_for(api_key), "name": api_key.name}
         super().__init__(*args, api_key=api_key, **kwargs)

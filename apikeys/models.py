@@ -16,9 +16,9 @@ class ApiKeyQuerySet(models.QuerySet["ApiKey"]):
 
 
 class SpendPeriod(models.TextChoices):
-    DAY = "day", "per day (UTC)"
-    WEEK = "week", "per week (Monday to Sunday, UTC)"
-    MONTH = "month", "per month (UTC)"
+    DAY = "day", "per day"
+    WEEK = "week", "per week"
+    MONTH = "month", "per month"
     TOTAL = "total", "in total"
 
 

@@ -74,7 +74,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='apikey',
             name='spend_period',
-            field=models.CharField(blank=True, choices=[('day', 'per day (UTC)'), ('week', 'per week (Monday to Sunday, UTC)'), ('month', 'per month (UTC)'), ('total', 'in total')], default='', max_length=8),
+            field=models.CharField(blank=True, choices=[('day', 'per day'), ('week', 'per week'), ('month', 'per month'), ('total', 'in total')], default='', max_length=8),
         ),
         migrations.AddField(
             model_name='apikey',
