@@ -45,7 +45,9 @@ class ApiKeySettingsForm(forms.Form):
         min_value=Decimal(0),
         max_digits=16,
         decimal_places=6,
-        help_text="Blank for no limit. Periods are UTC; weeks start on Monday. Past the limit, calls get 402 until it resets.",
+        help_text=(
+            "Blank for no limit. Periods are UTC; weeks start on Monday. Past the limit, calls get 402 until it resets."
+        ),
         widget=forms.NumberInput(attrs={"step": "0.01", "min": "0", "placeholder": "No limit", "inputmode": "decimal"}),
     )
     spend_period = forms.ChoiceField(label="Per", choices=SpendPeriod.choices, initial="month", required=False)
