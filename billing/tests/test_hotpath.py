@@ -84,21 +84,7 @@ def stores(request) -> Stores:
 
 def caller_of(api_key: ApiKey) -> Caller:
     api_key.refresh_from_db()
-    owner = api_key.owner
-    return Caller(
-        api_key.pk,
-        api_key.hint,
-        owner.pk,
-        60,
-        100_000,
-        api_key.last_used_at,
-        api_key.expires_at,
-        api_key.allowed_ips,
-        api_key.allowed_models,
-        api_key.max_concurrency,
-        api_key.spend_limit_micros,
-        api_key.spend_period,
-    )
+    return Caller.of(api_key)
 
 
 @pytest.fixture

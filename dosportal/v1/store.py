@@ -109,6 +109,25 @@ class Caller:
     spend_limit_micros: int | None = None
     spend_period: str = ""
 
+    @classmethod
+    def of(cls, api_key: ApiKey) -> Caller:
+        """From the ORM (the key with its owner), as the PostgreSQL lookup builds it from its row."""
+        owner = api_key.owner
+        return cls(
+            api_key.pk,
+            api_key.hint,
+            owner.pk,
+            owner.requests_per_minute,
+            owner.tokens_per_minute,
+            api_key.last_used_at,
+            api_key.expires_at,
+            api_key.allowed_ips,
+            api_key.allowed_models,
+            api_key.max_concurrency,
+            api_key.spend_limit_micros,
+            api_key.spend_period,
+        )
+
     def last_used_is_stale(self, now: dt.datetime) -> bool:
         return self.last_used_at is None or now - self.last_used_at >= LAST_USED_RESOLUTION
 
@@ -316,21 +335,7 @@ class OrmStore:
         )
         if api_key is None:
             return Lookup(None, None, [])
-        owner = api_key.owner
-        caller = Caller(
-            api_key.pk,
-            api_key.hint,
-            owner.pk,
-            owner.requests_per_minute,
-            owner.tokens_per_minute,
-            api_key.last_used_at,
-            api_key.expires_at,
-            api_key.allowed_ips,
-            api_key.allowed_models,
-            api_key.max_concurrency,
-            api_key.spend_limit_micros,
-            api_key.spend_period,
-        )
+        caller = Caller.of(api_key)
         found = ServedModel.objects.filter(name=model, is_active=True).first() if model else None
         rows = [ModelRow.of(row) for row in served_models_active()] if catalogue else []
         return Lookup(caller, ModelRow.of(found) if found else None, rows)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from django.core.management.base import CommandError
 
@@ -42,24 +43,22 @@ def usd(text: str) -> Decimal:
     return amount
 
 
-def positive_int(text: str) -> int:
+def _number(text: str, convert: type, minimum: float, what: str) -> Any:
     try:
-        number = int(text)
+        number = convert(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more: {text!r}")
+        raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+    if not minimum <= number < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be {minimum:g} or more: {text!r}")
     return number
+
+
+def positive_int(text: str) -> int:
+    return _number(text, int, 1, "a whole number")
 
 
 def non_negative_float(text: str) -> float:
-    try:
-        number = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 <= number < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be 0 or more: {text!r}")
-    return number
+    return _number(text, float, 0, "a number")
 
 
 def comma_list(text: str) -> list[str]:
