@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+
 from dosportal.v1 import ratelimit
 from dosportal.v1.ratelimit import MemoryLimiter, RedisLimiter
 
