@@ -364,3 +364,16 @@ def test_the_checks_come_in_the_documented_order(gateway, api_key, api_user, fak
     assert _raw(gateway, api_key, disallowed).status_code == 200
     assert code(disallowed) == (429, "rate_limit_exceeded")  # limits before the spend limit
     assert UsageRecord.objects.count() == 1
+
+
+def test_a_limit_spent_in_a_past_period_admits_again_in_the_current_one(gateway, api_key, api_user, fake_upstream):
+    api_key_update(api_key=the_key(api_user), spend_limit_micros=EXACT_COST, spend_period="day")
+    yesterday = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0) - dt.timedelta(days=1)
+    ApiKey.objects.filter(owner=api_user).update(spend_period_start=yesterday, spend_spent_micros=EXACT_COST)
+
+    assert chat(gateway, api_key).usage.total_tokens == 17  # yesterday's spend does not count today
+    error = refused(gateway, api_key, openai.APIStatusError)  # today's does
+
+    assert error_of(error) == (402, "billing_error", "key_spend_limit_exceeded")
+    key = the_key(api_user)
+    assert (key.spend_period_start, key.spend_spent_micros) == (yesterday + dt.timedelta(days=1), EXACT_COST)
