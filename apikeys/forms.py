@@ -1,11 +1,175 @@
 from __future__ import annotations
 
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
 from django import forms
+from django.core.exceptions import ValidationError
+from django.utils import timezone
 
-from apikeys.services import NAME_MAX_LENGTH, clean_key_name
+from accounts.models import User
+from apikeys.limits import PERIODS
+from apikeys.models import ApiKey, SpendPeriod
+from apikeys.services import NAME_MAX_LENGTH, UNSET, KeySettings, clean_key_name, clean_key_settings
+from billing.models import ServedModel
+from billing.money import InvalidAmount, micros_to_usd, usd_to_micros
+
+EXPIRY_CHOICES = [
+    ("never", "No expiry"),
+    ("7", "In 7 days"),
+    ("30", "In 30 days"),
+    ("90", "In 90 days"),
+    ("date", "On a date"),
+]
+KEEP = "keep"
 
 
-class ApiKeyCreateForm(forms.Form):
+class ApiKeySettingsForm(forms.Form):
+    """A key's optional settings, for the create form's "advanced" section and the edit dialog.
+
+    Blank means "none" for each (never expires, no limit, no cap, any address); models are
+    "all models" by an explicit checkbox, never by an empty selection.
+    """
+
+    expiry = forms.ChoiceField(label="Expires", choices=EXPIRY_CHOICES, initial="never", required=False)
+    expires_on = forms.DateField(
+        label="Expiry date (UTC)",
+        required=False,
+        help_text="With “On a date”: the key works through this day and stops at the next midnight UTC.",
+        widget=forms.DateInput(attrs={"type": "date"}),
+    )
+    spend_limit = forms.DecimalField(
+        label="Spend limit (USD)",
+        required=False,
+        min_value=Decimal(0),
+        max_digits=16,
+        decimal_places=6,
+        help_text=(
+            "Blank for no limit. Periods are UTC; weeks start on Monday. Past the limit, calls get 402 until it resets."
+        ),
+        widget=forms.NumberInput(attrs={"step": "0.01", "min": "0", "placeholder": "No limit", "inputmode": "decimal"}),
+    )
+    spend_period = forms.ChoiceField(label="Per", choices=SpendPeriod.choices, initial="month", required=False)
+    # A choice, not a checkbox: a form posted without it (only a name) makes a key for all models,
+    # and "some models" with none ticked is an error, never "all".
+    model_scope = forms.ChoiceField(
+        label="Models this key may use",
+        choices=[("all", "All models, including ones added later"), ("some", "Only the models ticked below")],
+        initial="all",
+        required=False,
+        widget=forms.RadioSelect,
+    )
+    allowed_models = forms.MultipleChoiceField(
+        label="Only these models", required=False, widget=forms.CheckboxSelectMultiple, choices=[]
+    )
+    max_concurrency = forms.IntegerField(
+        label="Max concurrent requests",
+        required=False,
+        min_value=1,
+        max_value=10_000,
+        help_text="Blank for no cap. Requests past it get 429 until one in flight finishes.",
+        widget=forms.NumberInput(attrs={"placeholder": "No cap", "inputmode": "numeric"}),
+    )
+    allowed_ips = forms.CharField(
+        label="Allowed IP addresses",
+        required=False,
+        help_text="Addresses or CIDR ranges (IPv4 or IPv6), separated by commas or new lines. Blank for any address.",
+        widget=forms.Textarea(attrs={"rows": 2, "placeholder": "e.g. 203.0.113.0/24, 2001:db8::/32"}),
+    )
+
+    def __init__(self, *args: Any, api_key: ApiKey | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("auto_id", "key-%s")
+        self.api_key = api_key
+        if api_key is not None and not args and "initial" not in kwargs:
+            kwargs["initial"] = initial_for(api_key)
+        super().__init__(*args, **kwargs)
+        self.fields["allowed_models"].choices = [
+            (name, name) for name in ServedModel.objects.filter(is_active=True).values_list("name", flat=True)
+        ]
+        if api_key is not None and api_key.expires_at is not None:
+            when = api_key.expires_at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+            self.fields["expiry"].choices = [(KEEP, f"Keep: {when}"), *EXPIRY_CHOICES]
+
+    def _expires_at(self) -> Any:
+        choice = self.cleaned_data.get("expiry") or "never"
+        now = timezone.now()
+        if choice == KEEP:
+            return UNSET
+        if choice == "never":
+            return None
+        if choice == "date":
+            day = self.cleaned_data.get("expires_on")
+            if day is None:
+                self.add_error("expires_on", "Choose the date, or another expiry.")
+                return UNSET
+            return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC) + dt.timedelta(days=1)
+        return now + dt.timedelta(days=int(choice))
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        changes: dict[str, Any] = {"expires_at": self._expires_at()}
+        limit = cleaned.get("spend_limit")
+        if limit is None:
+            changes["spend_limit_micros"], changes["spend_period"] = None, ""
+        else:
+            try:
+                changes["spend_limit_micros"] = usd_to_micros(limit)
+            except InvalidAmount:
+                self.add_error("spend_limit", "Use at most 6 decimal places.")
+            period = cleaned.get("spend_period")
+            if period not in PERIODS:
+                self.add_error("spend_period", "Choose the period.")
+            changes["spend_period"] = period
+        if (cleaned.get("model_scope") or "all") == "all":
+            changes["allowed_models"] = None
+        else:
+            models = cleaned.get("allowed_models") or []
+            if not models and "allowed_models" not in self.errors:
+                self.add_error("allowed_models", "Tick at least one model, or choose “All models”.")
+            changes["allowed_models"] = list(models)
+        changes["max_concurrency"] = cleaned.get("max_concurrency")
+        ips = [part.strip() for part in (cleaned.get("allowed_ips") or "").replace("\n", ",").split(",")]
+        ips = [part for part in ips if part]
+        changes["allowed_ips"] = ips or None
+        if not self.errors:
+            expires_at = changes["expires_at"]
+            check = KeySettings(
+                expires_at=None if expires_at is UNSET else expires_at,
+                **{field: value for field, value in changes.items() if field != "expires_at"},
+            )
+            try:
+                clean_key_settings(check)
+            except ValidationError as error:
+                expiry_field = "expires_on" if cleaned.get("expiry") == "date" else "expiry"
+                for field, messages in error.message_dict.items():
+                    field = expiry_field if field == "expires_at" else field
+                    self.add_error(field if field in self.fields else None, messages)
+        self.changes = changes
+        return cleaned
+
+    def key_settings(self) -> KeySettings:
+        """For a new key (where "keep" cannot occur)."""
+        changes = dict(self.changes)
+        if changes.get("expires_at") is UNSET:
+            changes["expires_at"] = None
+        return KeySettings(**changes)
+
+
+def initial_for(api_key: ApiKey) -> dict[str, Any]:
+    limit = api_key.spend_limit_micros
+    return {
+        "expiry": KEEP if api_key.expires_at else "never",
+        "spend_limit": micros_to_usd(limit).normalize() if limit is not None else None,
+        "spend_period": api_key.spend_period or "month",
+        "model_scope": "all" if api_key.allowed_models is None else "some",
+        "allowed_models": api_key.allowed_models or [],
+        "max_concurrency": api_key.max_concurrency,
+        "allowed_ips": ", ".join(api_key.allowed_ips or []),
+    }
+
+
+class ApiKeyCreateForm(ApiKeySettingsForm):
     # Validation lives in the service's clean_key_name, so the page, the admin and the
     # create_api_key command all refuse the same names with the same words.
     name = forms.CharField(
@@ -17,10 +181,45 @@ class ApiKeyCreateForm(forms.Form):
             attrs={"maxlength": NAME_MAX_LENGTH, "placeholder": "e.g. Production backend", "autocomplete": "off"}
         ),
     )
+    field_order = ["name"]
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        kwargs.setdefault("auto_id", "key-%s")
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, *args: Any, owner: User | None = None, **kwargs: Any) -> None:
+        self.owner = owner
+        super().__init__(*args, **kwargs)
 
     def clean_name(self) -> str:
-        return clean_key_name(self.cleaned_data.get("name", ""))
+        name = clean_key_name(self.cleaned_data.get("name", ""))
+        if self.owner is not None and ApiKey.objects.active().filter(owner=self.owner, name=name).exists():
+            raise ValidationError(f"You already have an active key named “{name}”. Choose another name.")
+        return name
+
+
+class ApiKeyEditForm(ApiKeySettingsForm):
+    name = forms.CharField(
+        label="Name", strip=False, required=False, widget=forms.TextInput(attrs={"maxlength": NAME_MAX_LENGTH})
+    )
+    field_order = ["name"]
+
+    def __init__(self, *args: Any, api_key: ApiKey, **kwargs: Any) -> None:
+        kwargs.setdefault("auto_id", "edit-%s")  # its dialog shares the page with the create form
+        if not args and "initial" not in kwargs:
+            kwargs["initial"] = {**initial_for(api_key), "name": api_key.name}
+        super().__init__(*args, api_key=api_key, **kwargs)
+
+    def clean_name(self) -> str:
+        name = clean_key_name(self.cleaned_data.get("name", ""))
+        assert self.api_key is not None
+        taken = ApiKey.objects.active().filter(owner=self.api_key.owner, name=name).exclude(pk=self.api_key.pk)
+        if taken.exists():
+            raise ValidationError(f"You already have an active key named “{name}”. Choose another name.")
+        return name
+
+
+class ApiKeyRollForm(forms.Form):
+    grace = forms.TypedChoiceField(
+        label="The old secret keeps working",
+        choices=[("0", "Not at all: stop it now"), ("1", "For 1 hour"), ("24", "For 24 hours"), ("168", "For 7 days")],
+        coerce=int,
+        initial="24",
+        widget=forms.RadioSelect,
+    )

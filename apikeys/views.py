@@ -22,6 +22,7 @@ from accounts.services import account_has_verified_email
 from apikeys.forms import ApiKeyCreateForm
 from apikeys.models import ApiKey
 from apikeys.services import api_key_create, api_key_revoke
+from apikeys.settings_views import revoked_context
 from dosportal.htmx import HtmxHttpRequest, login_required, render_page_or_fragment, vary_on_htmx
 
 
@@ -47,6 +48,7 @@ def _keys_context(
         "form": form or ApiKeyCreateForm(),
         "new_key": new_key,
         "raw_key": raw_key,
+        **revoked_context(request),
     }
 
 
@@ -68,7 +70,7 @@ def key_create(request: HtmxHttpRequest) -> HttpResponse:
     if not recently_authenticated(request):
         messages.info(request, "Confirm it's you to create a key.")
         return reauthenticate_then(request, reverse("keys"))
-    form = ApiKeyCreateForm(request.POST)
+    form = ApiKeyCreateForm(request.POST, owner=request.user)
     if form.is_valid() and not account_has_verified_email(request.user):
         form.add_error("name", "Confirm your email address before creating a key: use the link we sent you.")
     if not form.is_valid():
@@ -82,7 +84,10 @@ def key_create(request: HtmxHttpRequest) -> HttpResponse:
         return vary_on_htmx(response)
 
     api_key, raw_key = api_key_create(
-        owner=request.user, name=form.cleaned_data["name"], context=SecurityContext.from_request(request)
+        owner=request.user,
+        name=form.cleaned_data["name"],
+        settings=form.key_settings(),
+        context=SecurityContext.from_request(request),
     )
     # The raw key goes into this one response and nowhere else: not the session, not a
     # message, not a redirect target. Hence no redirect after this POST, even without JS.

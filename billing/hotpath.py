@@ -4,18 +4,25 @@ The same rules as `billing.services.credit_reserve` / `usage_settle` (the ORM fo
 used on SQLite), in one round trip and one commit each: the tests run the same
 cases through both (`billing/tests/test_hotpath.py`).
 
-- reserve: a conditional UPDATE of the account's held credit and the INSERT of its
-  hold, in one statement; nothing is written when the available credit is short.
+- reserve: lock the account (and, for a key with a spend limit, then the key), decide
+  both limits on the locked rows, then UPDATE the account's held credit (and the key's
+  held spend, starting its new period if one began) and INSERT the hold, in one
+  statement; nothing is written when either the key's limit or the available credit is
+  short. It answers (hold id or NULL, key limit ok) so the gateway can say which 402.
   The key's last-used time rides along when it is a minute stale.
-- settle: DELETE the hold, lock and UPDATE the account, INSERT the usage record and
-  the ledger entry, in one statement. A hold that is already gone makes the whole
+  Lock order is account, then key, in both statements: they cannot deadlock.
+- settle: DELETE the hold, lock and UPDATE the account, release the key's held spend
+  and add the charge to its period's spend, INSERT the usage record and the ledger
+  entry, in one statement. A hold that is already gone makes the whole
   statement a no-op, which is what makes a retried settlement exactly-once.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
+from apikeys.limits import EPOCH
 from apikeys.models import ApiKey
 from billing.models import CreditAccount, CreditHold, LedgerEntry, UsageRecord
 from billing.settlement import Settlement
@@ -27,24 +34,50 @@ _LEDGER = LedgerEntry._meta.db_table
 _KEY = ApiKey._meta.db_table
 
 RESERVE_SQL = f"""
-WITH account AS (
-    UPDATE {_ACCOUNT} SET held_micros = held_micros + %(amount)s
-    WHERE user_id = %(user_id)s AND balance_micros - held_micros >= %(amount)s
-    RETURNING user_id
-), touched AS (
-    UPDATE {_KEY} SET last_used_at = now()
-    WHERE id = %(key_id)s AND %(touch)s AND EXISTS (SELECT 1 FROM account)
+WITH acct AS (
+    SELECT user_id, balance_micros - held_micros AS available FROM {_ACCOUNT}
+    WHERE user_id = %(user_id)s FOR UPDATE
+), limited AS (
+    -- Locked after the account (LATERAL: once per account row), the order settlement locks them in.
+    SELECT k.spend_limit_micros AS spend_limit,
+           CASE WHEN k.spend_period_start >= %(period_start)s THEN k.spend_spent_micros ELSE 0 END
+             + k.spend_held_micros AS used,
+           k.spend_period_start > %(period_start)s AS stale
+    FROM acct CROSS JOIN LATERAL (
+        SELECT spend_limit_micros, spend_period_start, spend_spent_micros, spend_held_micros FROM {_KEY}
+        WHERE id = %(key_id)s AND %(limited)s AND spend_limit_micros IS NOT NULL FOR UPDATE
+    ) k
+), verdict AS (
+    SELECT acct.user_id,
+           NOT EXISTS (SELECT 1 FROM limited WHERE stale OR used + %(amount)s > spend_limit) AS key_ok,
+           acct.available >= %(amount)s AS balance_ok,
+           EXISTS (SELECT 1 FROM limited) AS counts
+    FROM acct
+), account AS (
+    UPDATE {_ACCOUNT} a SET held_micros = a.held_micros + %(amount)s
+    FROM verdict WHERE a.user_id = verdict.user_id AND verdict.key_ok AND verdict.balance_ok
+    RETURNING a.user_id, verdict.counts
+), key_row AS (
+    UPDATE {_KEY} k
+    SET last_used_at = CASE WHEN %(touch)s THEN now() ELSE k.last_used_at END,
+        spend_spent_micros = CASE WHEN NOT account.counts OR k.spend_period_start >= %(period_start)s
+                                  THEN k.spend_spent_micros ELSE 0 END,
+        spend_period_start = CASE WHEN account.counts THEN %(period_start)s ELSE k.spend_period_start END,
+        spend_held_micros = k.spend_held_micros + CASE WHEN account.counts THEN %(amount)s ELSE 0 END
+    FROM account WHERE k.id = %(key_id)s AND (%(touch)s OR account.counts)
+), hold AS (
+    INSERT INTO {_HOLD} (user_id, amount_micros, request_id, created_at, limited_key_id)
+    SELECT user_id, %(amount)s, %(request_id)s, now(), CASE WHEN counts THEN %(key_id)s::bigint END FROM account
+    RETURNING id
 )
-INSERT INTO {_HOLD} (user_id, amount_micros, request_id, created_at)
-SELECT user_id, %(amount)s, %(request_id)s, now() FROM account
-RETURNING id
+SELECT (SELECT id FROM hold), COALESCE((SELECT key_ok FROM verdict), true)
 """
 
 SETTLE_SQL = f"""
 WITH hold AS (
-    DELETE FROM {_HOLD} WHERE id = %(hold_id)s RETURNING user_id, amount_micros
+    DELETE FROM {_HOLD} WHERE id = %(hold_id)s RETURNING user_id, amount_micros, limited_key_id
 ), locked AS (
-    SELECT a.user_id, hold.amount_micros AS released,
+    SELECT a.user_id, hold.amount_micros AS released, hold.limited_key_id,
            GREATEST(0, LEAST(%(cost)s::bigint, a.balance_micros - a.held_micros + hold.amount_micros)) AS charge
     FROM {_ACCOUNT} a JOIN hold ON hold.user_id = a.user_id
     FOR UPDATE OF a
@@ -53,7 +86,17 @@ WITH hold AS (
     SET held_micros = a.held_micros - locked.released, balance_micros = a.balance_micros - locked.charge,
         updated_at = now()
     FROM locked WHERE a.user_id = locked.user_id
-    RETURNING a.user_id, a.balance_micros, locked.charge
+    RETURNING a.user_id, a.balance_micros, locked.charge, locked.released, locked.limited_key_id
+), key_spend AS (
+    -- Locked after the account, as at reservation. The charge counts towards the key's current
+    -- period if the call started in it; one that started in a period since over does not.
+    UPDATE {_KEY} k
+    SET spend_held_micros = GREATEST(0, k.spend_held_micros
+            - CASE WHEN account.limited_key_id IS NOT NULL THEN account.released ELSE 0 END),
+        spend_spent_micros = k.spend_spent_micros
+            + CASE WHEN k.spend_period_start <= %(started_at)s THEN account.charge ELSE 0 END
+    FROM account
+    WHERE k.id = %(api_key_id)s AND (account.limited_key_id IS NOT NULL OR k.spend_limit_micros IS NOT NULL)
 ), usage AS (
     INSERT INTO {_USAGE} (request_id, client_request_id, user_id, api_key_id, endpoint, model, prompt_tokens,
                           completion_tokens, cost_micros, status_code, streamed, latency_ms, created_at)
@@ -72,8 +115,26 @@ SELECT charge FROM account
 """
 
 
-def reserve_params(*, user_id: int, key_id: int, amount_micros: int, request_id: str, touch: bool) -> dict[str, Any]:
-    return {"user_id": user_id, "key_id": key_id, "amount": amount_micros, "request_id": request_id, "touch": touch}
+def reserve_params(
+    *,
+    user_id: int,
+    key_id: int,
+    amount_micros: int,
+    request_id: str,
+    touch: bool,
+    spend_period_start: dt.datetime | None,
+) -> dict[str, Any]:
+    """`spend_period_start`: the start of the key's spend period the call belongs to, or None
+    when the key had no spend limit at lookup."""
+    return {
+        "user_id": user_id,
+        "key_id": key_id,
+        "amount": amount_micros,
+        "request_id": request_id,
+        "touch": touch,
+        "limited": spend_period_start is not None,
+        "period_start": spend_period_start or EPOCH,
+    }
 
 
 def settle_params(settlement: Settlement) -> dict[str, Any]:

@@ -118,6 +118,10 @@ class CreditHold(models.Model):
     amount_micros = models.BigIntegerField()
     request_id = models.CharField(max_length=100)
     created_at = models.DateTimeField(auto_now_add=True)
+    # The key whose spend limit this hold also counts against (its `spend_held_micros`), if any.
+    limited_key = models.ForeignKey(
+        "apikeys.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+    )
 
     class Meta:
         indexes = [models.Index(fields=["created_at"], name="credithold_created_idx")]

@@ -14,10 +14,12 @@ locks and conditional UPDATEs, never read-then-write in Python without a lock):
 from __future__ import annotations
 
 import datetime as dt
+import enum
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Value
+from django.db.models.functions import Greatest
 
 from accounts.models import User
 from billing.models import CreditAccount, CreditHold, LedgerEntry, UsageRecord
@@ -86,19 +88,72 @@ def _apply(
     )
 
 
-def credit_reserve(*, user_id: int, amount_micros: int, request_id: str) -> int | None:
-    """Hold `amount_micros` for a request; None when the available credit cannot cover it.
+class Refusal(enum.Enum):
+    """Why a reservation was refused: the key's own spend limit, or the account's credit."""
 
-    One conditional UPDATE decides atomically, so concurrent requests on any
-    number of processes can never hold more than the balance.
+    KEY_SPEND_LIMIT = "key_spend_limit"
+    BALANCE = "balance"
+
+
+def credit_reserve(*, user_id: int, amount_micros: int, request_id: str) -> int | None:
+    """Hold `amount_micros` for a request (no key limit involved); None when the available
+    credit cannot cover it."""
+    reserved = credit_reserve_for_key(user_id=user_id, amount_micros=amount_micros, request_id=request_id)
+    return None if isinstance(reserved, Refusal) else reserved
+
+
+def credit_reserve_for_key(
+    *,
+    user_id: int,
+    amount_micros: int,
+    request_id: str,
+    api_key_id: int | None = None,
+    spend_period_start: dt.datetime | None = None,
+) -> int | Refusal:
+    """Hold `amount_micros` for a request: the hold's id, or why it was refused.
+
+    The ORM form of `billing.hotpath.RESERVE_SQL`, with the same rules: the account row is
+    locked, then (for a key with a spend limit, `spend_period_start` given) the key row; the
+    key's limit is checked first (its spend this period plus what its calls in flight hold),
+    then the available credit; both are held together or nothing is written. Concurrent
+    requests on any number of processes can never hold more than the balance, nor take a key
+    past its limit.
     """
+    from apikeys.models import ApiKey
+
     with transaction.atomic():
-        reserved = CreditAccount.objects.filter(
-            user_id=user_id, balance_micros__gte=F("held_micros") + amount_micros
-        ).update(held_micros=F("held_micros") + amount_micros)
-        if not reserved:
-            return None
-        hold = CreditHold.objects.create(user_id=user_id, amount_micros=amount_micros, request_id=request_id)
+        account = CreditAccount.objects.select_for_update().filter(user_id=user_id).first()
+        if account is None:
+            return Refusal.BALANCE
+        key = None
+        if spend_period_start is not None and api_key_id is not None:
+            key = (
+                ApiKey.objects.select_for_update()
+                .filter(pk=api_key_id, spend_limit_micros__isnull=False)
+                .only("spend_limit_micros", "spend_period_start", "spend_spent_micros", "spend_held_micros")
+                .first()
+            )
+        if key is not None:
+            current = key.spend_period_start is not None and key.spend_period_start >= spend_period_start
+            stale = key.spend_period_start is not None and key.spend_period_start > spend_period_start
+            used = (key.spend_spent_micros if current else 0) + key.spend_held_micros
+            if stale or used + amount_micros > key.spend_limit_micros:
+                return Refusal.KEY_SPEND_LIMIT
+        if account.balance_micros - account.held_micros < amount_micros:
+            return Refusal.BALANCE
+        CreditAccount.objects.filter(user_id=user_id).update(held_micros=F("held_micros") + amount_micros)
+        if key is not None:
+            ApiKey.objects.filter(pk=key.pk).update(
+                spend_spent_micros=key.spend_spent_micros if current else 0,
+                spend_period_start=spend_period_start,
+                spend_held_micros=F("spend_held_micros") + amount_micros,
+            )
+        hold = CreditHold.objects.create(
+            user_id=user_id,
+            amount_micros=amount_micros,
+            request_id=request_id,
+            limited_key_id=key.pk if key is not None else None,
+        )
     return hold.pk
 
 
@@ -122,6 +177,12 @@ def usage_settle(*, settlement: Settlement) -> UsageRecord | None:
         charge = max(0, min(settlement.cost_micros, spendable))
         account.held_micros -= hold.amount_micros
         account.save(update_fields=["held_micros", "updated_at"])
+        _key_spend_settle(
+            api_key_id=settlement.api_key_id,
+            released=hold.amount_micros if hold.limited_key_id else 0,
+            charge=charge,
+            started_at=settlement.started_at,
+        )
         hold.delete()
         record = UsageRecord.objects.create(
             request_id=settlement.request_id,
@@ -143,6 +204,27 @@ def usage_settle(*, settlement: Settlement) -> UsageRecord | None:
     return record
 
 
+def _key_spend_settle(*, api_key_id: int, released: int, charge: int, started_at: dt.datetime) -> None:
+    """The key's side of a settlement (the account row is already locked, as in SETTLE_SQL):
+    release what the call held against the key's limit and count its charge in the key's
+    current period, if the call started in it."""
+    from apikeys.models import ApiKey
+
+    key = (
+        ApiKey.objects.select_for_update()
+        .filter(pk=api_key_id)
+        .only("spend_limit_micros", "spend_period_start", "spend_held_micros")
+        .first()
+    )
+    if key is None or (not released and key.spend_limit_micros is None):
+        return
+    counted = key.spend_period_start is not None and key.spend_period_start <= started_at
+    ApiKey.objects.filter(pk=api_key_id).update(
+        spend_held_micros=Greatest(Value(0), F("spend_held_micros") - released),
+        spend_spent_micros=F("spend_spent_micros") + (charge if counted else 0),
+    )
+
+
 def credit_holds_release_stale(*, older_than: dt.timedelta) -> int:
     """Release holds left by requests whose worker died before settling; returns how many.
 
@@ -161,6 +243,12 @@ def credit_holds_release_stale(*, older_than: dt.timedelta) -> int:
             if hold is None:  # settled meanwhile
                 continue
             CreditAccount.objects.filter(user_id=hold.user_id).update(held_micros=F("held_micros") - hold.amount_micros)
+            if hold.limited_key_id:
+                from apikeys.models import ApiKey
+
+                ApiKey.objects.filter(pk=hold.limited_key_id).update(
+                    spend_held_micros=Greatest(Value(0), F("spend_held_micros") - hold.amount_micros)
+                )
             hold.delete()
             released += 1
     return released

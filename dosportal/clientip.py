@@ -23,12 +23,23 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-def parse_trusted_proxies(entries: Iterable[str]) -> tuple[Network, ...]:
-    """Addresses or CIDRs ("10.0.0.0/8", "192.0.2.7", "::1"); a bad one stops start-up with its name."""
+def parse_networks(entries: Iterable[str]) -> tuple[Network, ...]:
+    """Addresses or CIDRs ("10.0.0.0/8", "192.0.2.7", "::1"); a bad one raises ValueError naming it."""
     networks = []
     for entry in entries:
         try:
             networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"not an IP address or network (CIDR): {entry!r}") from None
+    return tuple(networks)
+
+
+def parse_trusted_proxies(entries: Iterable[str]) -> tuple[Network, ...]:
+    """`DOS_AI_TRUSTED_PROXIES`: a bad entry stops start-up with its name."""
+    networks: list[Network] = []
+    for entry in entries:
+        try:
+            networks.extend(parse_networks([entry]))
         except ValueError:
             raise ImproperlyConfigured(
                 f"DOS_AI_TRUSTED_PROXIES: {entry!r} is not an IP address or network (CIDR)"

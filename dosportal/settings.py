@@ -297,6 +297,9 @@ DOS_AI_SPOOL_DIR = envstr("DOS_AI_SPOOL_DIR", str(BASE_DIR / "var" / "spool"))
 # Failed authentications allowed per client address and rate window before it gets 429
 # (the address is read as DOS_AI_TRUSTED_PROXIES says).
 DOS_AI_AUTH_FAILURES_PER_MINUTE = envint("DOS_AI_AUTH_FAILURES_PER_MINUTE", 30, minimum=1)
+# A request in flight holds its slot under a per-key concurrency cap for this long unless its worker
+# renews it (every third of it); a killed worker's slots free themselves after at most this.
+DOS_AI_CONCURRENCY_LEASE_SECONDS = envfloat("DOS_AI_CONCURRENCY_LEASE_SECONDS", 60.0, minimum=0.3)
 # Django reads request bodies up to this size before refusing; /v1 applies its own
 # (smaller, configurable) limit and answers 413 in the API's error shape.
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(DOS_AI_MAX_REQUEST_BYTES, 2_621_440)

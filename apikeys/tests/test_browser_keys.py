@@ -98,7 +98,7 @@ def test_a_new_user_creates_copies_lists_and_deletes_a_key(live_server, page, ar
     expect(page.locator("#keys tbody tr").first).to_contain_text(api_key.hint)
     page.screenshot(path=artifacts_dir / "keys-list.png", full_page=True)
 
-    page.get_by_role("link", name="Delete Production backend").click()
+    page.get_by_role("link", name="Revoke Production backend").click()
     dialog = page.get_by_role("dialog")
     expect(dialog).to_be_visible()
     expect(dialog).to_contain_text(CONFIRMATION)
@@ -117,7 +117,7 @@ def test_a_new_user_creates_copies_lists_and_deletes_a_key(live_server, page, ar
     assert api_key_authenticate(shown_key) is None
 
     # The last key goes the same way, and the empty state comes back.
-    page.get_by_role("link", name="Delete Staging").click()
+    page.get_by_role("link", name="Revoke Staging").click()
     expect(page.get_by_role("dialog")).to_contain_text("Revoke 'Staging'? Requests using it will fail immediately.")
     page.get_by_role("dialog").get_by_role("button", name="Revoke key").click()
     expect(page.locator("#keys tbody tr")).to_have_count(0)
@@ -136,17 +136,17 @@ def test_cancelling_the_confirmation_keeps_the_key(live_server, page, mailoutbox
     page.get_by_label("Key name").press("Enter")
     expect(page.locator("#keys tbody tr")).to_have_count(1)
 
-    page.get_by_role("link", name="Delete Production backend").click()
+    page.get_by_role("link", name="Revoke Production backend").click()
     expect(page.get_by_role("dialog")).to_be_visible()
     page.keyboard.press("Escape")
     expect(page.get_by_role("dialog")).to_have_count(0)
-    page.get_by_role("link", name="Delete Production backend").click()
+    page.get_by_role("link", name="Revoke Production backend").click()
     page.get_by_role("dialog").get_by_role("button", name="Cancel").click()
 
     expect(page.get_by_role("dialog")).to_have_count(0)
     expect(page.locator("#keys tbody tr")).to_have_count(1)
-    # Closing the dialog gives focus back to the Delete link that opened it.
-    expect(page.get_by_role("link", name="Delete Production backend")).to_be_focused()
+    # Closing the dialog gives focus back to the Revoke link that opened it.
+    expect(page.get_by_role("link", name="Revoke Production backend")).to_be_focused()
     assert ApiKey.objects.get().revoked_at is None
 
 
@@ -182,7 +182,7 @@ def test_everything_works_with_javascript_off(live_server, browser, artifacts_di
         expect(page.locator("#keys tbody tr")).to_have_count(1)
         page.screenshot(path=artifacts_dir / "keys-created-nojs.png", full_page=True)
 
-        page.get_by_role("link", name="Delete Production backend").click()
+        page.get_by_role("link", name="Revoke Production backend").click()
         expect(page).to_have_url(f"{live_server.url}/keys/{ApiKey.objects.get().pk}/delete/")
         expect(page.locator("main")).to_contain_text(CONFIRMATION)
         page.screenshot(path=artifacts_dir / "keys-delete-nojs.png", full_page=True)

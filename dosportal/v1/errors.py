@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import TYPE_CHECKING
 
 from django.http import JsonResponse
@@ -141,3 +142,45 @@ def service_unavailable() -> ApiError:
         "service_unavailable",
         headers={"Retry-After": "1"},
     )
+
+
+def _utc(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def expired_api_key(expired_at: dt.datetime) -> ApiError:
+    return ApiError(401, f"This API key expired at {_utc(expired_at)}.", "authentication_error", "expired_api_key")
+
+
+def ip_not_allowed(client_ip: str) -> ApiError:
+    shown = client_ip[:64]
+    return ApiError(
+        403, f"This API key may not be used from the address {shown}.", "permission_error", "ip_not_allowed"
+    )
+
+
+def model_not_allowed(name: str) -> ApiError:
+    return ApiError(403, f"This API key may not use the model '{name}'.", "permission_error", "model_not_allowed")
+
+
+def concurrency_limit_exceeded(limit: int) -> ApiError:
+    noun = "request" if limit == 1 else "requests"
+    return ApiError(
+        429,
+        f"This API key already has {limit} {noun} in flight, its limit. Retry when one finishes.",
+        "rate_limit_error",
+        "concurrency_limit_exceeded",
+        headers={"Retry-After": "1"},
+    )
+
+
+def key_spend_limit_exceeded(limit_micros: int, period: str, resets_at: dt.datetime | None) -> ApiError:
+    from billing.money import exact_places, format_usd
+
+    amount = format_usd(limit_micros, exact_places(limit_micros))
+    if resets_at is None:
+        message = f"This API key has reached its total spend limit of {amount}; it does not reset."
+    else:
+        per = {"day": "daily", "week": "weekly", "month": "monthly"}.get(period, period)
+        message = f"This API key has reached its {per} spend limit of {amount}; it resets at {_utc(resets_at)}."
+    return ApiError(402, message, "billing_error", "key_spend_limit_exceeded", headers={"x-should-retry": "false"})

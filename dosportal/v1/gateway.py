@@ -1,9 +1,13 @@
 """One /v1 call from admission to settlement.
 
 Order of checks, each answering in the API's error shape:
-method (405) → client address blocked after failed keys (429) → key (401) → body size (413)
-→ JSON and fields (400) → model (404, or 400 for the wrong kind) → rate limits (429)
-→ credit (402) → upstream (502/504, or its own 4xx). A database that cannot be reached is 503.
+method (405) → client address blocked after failed keys (429) → key (401 invalid_api_key, or
+expired_api_key) → the key's allowed client addresses (403 ip_not_allowed) → body size (413)
+→ JSON and fields (400) → model (404, or 400 for the wrong kind; then 403 model_not_allowed)
+→ the key's cap on requests in flight (429 concurrency_limit_exceeded) and rate limits (429),
+one Redis script → the key's spend limit (402 key_spend_limit_exceeded) and the account's
+credit (402 insufficient_balance), one reservation statement → upstream (502/504, or its own
+4xx). A database that cannot be reached is 503.
 
 What one metered call costs (PostgreSQL; see dosportal.v1.store), before the answer starts:
   PostgreSQL  1 round trip  lookup: key + owner's limits + served model, one SELECT
@@ -13,7 +17,9 @@ then the upstream call, and after it one settlement statement (one commit) — f
 before its final [DONE]. No thread hop on PostgreSQL; no middleware (dosportal.asgi routes
 /v1 past it). A listing (/v1/models) costs the lookup, the window, and at most one
 last-used write a minute. Refused calls write nothing: a 401/400/404/429 stops before any
-write, a 402 gives its rate-limit slot back.
+write, a 402 gives its rate-limit entry and concurrency slot back. A key with a concurrency
+cap costs one more Redis round trip when its call ends (the slot's release) and one every
+third of DOS_AI_CONCURRENCY_LEASE_SECONDS while it runs (the lease's renewal).
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
 from apikeys.keys import hash_key, is_well_formed
+from apikeys.limits import ip_allowed, model_allowed, period_end
+from billing.services import Refusal
 from billing.settlement import MAX_COST_MICROS, Settlement, believable_tokens
 from dosportal import metrics
 from dosportal.logfilters import log_api_call
@@ -113,19 +121,40 @@ async def authenticate(
     if not is_well_formed(raw_key):  # a wrong checksum costs no query
         raise await _refuse_key(call, errors.invalid_api_key())
     found = await get_store().lookup(hash_key(raw_key), model=model, catalogue=catalogue)
-    if found.caller is None:
+    caller = found.caller
+    if caller is None:
         raise await _refuse_key(call, errors.invalid_api_key())
-    call.caller = found.caller
-    return found.caller, found.model, found.catalogue
+    # A genuine key past its expiry is not a guess: it does not count against the address.
+    if caller.expires_at is not None and caller.expires_at <= dt.datetime.now(dt.UTC):
+        raise errors.expired_api_key(caller.expires_at)
+    if not ip_allowed(call.client_ip, caller.allowed_ips):
+        raise errors.ip_not_allowed(call.client_ip)
+    call.caller = caller
+    catalogue_rows = [row for row in found.catalogue if model_allowed(row.name, caller.allowed_models)]
+    return caller, found.model, catalogue_rows
 
 
-async def admit(call: ApiCall, caller: Caller, *, token_cost: int) -> ratelimit.Decision | None:
-    """The rate-limit decision for this call; a refusal raises the documented 429."""
+def check_model_allowed(caller: Caller, model: ModelRow) -> None:
+    if not model_allowed(model.name, caller.allowed_models):
+        raise errors.model_not_allowed(model.name)
+
+
+async def admit(
+    call: ApiCall, caller: Caller, *, token_cost: int, in_flight: bool = False
+) -> ratelimit.Decision | None:
+    """The rate-limit decision for this call (with `in_flight`, also a slot under the key's cap
+    on requests in flight, in the same round trip); a refusal raises the documented 429."""
     decision = await ratelimit.admit(
-        caller.key_id, rpm=caller.requests_per_minute, tpm=caller.tokens_per_minute, cost=token_cost
+        caller.key_id,
+        rpm=caller.requests_per_minute,
+        tpm=caller.tokens_per_minute,
+        cost=token_cost,
+        max_concurrency=(caller.max_concurrency or 0) if in_flight else 0,
     )
     call.limits = decision
     if decision is not None and not decision.admitted:
+        if decision.refused_by == "concurrency":
+            raise errors.concurrency_limit_exceeded(decision.limit_concurrency)
         raise errors.rate_limited(decision, token_cost)
     return decision
 
@@ -176,8 +205,9 @@ async def list_models(call: ApiCall) -> list[ModelRow]:
 
 async def get_model(call: ApiCall, name: str) -> ModelRow:
     caller, model, _ = await authenticate(call, model=lookup_name(name))
-    if model is None:  # refused before admission: a 404 takes no rate-limit slot
+    if model is None:  # refused before admission: a 404 (or 403) takes no rate-limit slot
         raise errors.model_not_found(name)
+    check_model_allowed(caller, model)
     await admit(call, caller, token_cost=0)
     await get_store().touch(caller)
     return model
@@ -193,6 +223,8 @@ class Metered:
     model: ModelRow
     parsed: ParsedRequest
     hold_id: int
+    limits: ratelimit.Decision | None = None  # holds the call's slot under the key's concurrency cap
+    slot_keeper: asyncio.Task | None = None
     error_code: str = ""  # the code of the error the client saw, if any
     first_byte: float | None = None  # monotonic time the first streamed bytes were handed on
 
@@ -227,6 +259,7 @@ class Metered:
             await task
             raise
         finally:
+            await self.release_slot()
             self.report(settlement)
 
     def report(self, settlement: Settlement) -> None:
@@ -259,6 +292,15 @@ class Metered:
             stream=self.parsed.stream,
             ttft_ms=int((self.first_byte - self.call.started) * 1000) if self.first_byte is not None else None,
         )
+
+    async def release_slot(self) -> None:
+        """The call is over: its slot under the key's concurrency cap is free again."""
+        if self.slot_keeper is not None:
+            self.slot_keeper.cancel()
+            self.slot_keeper = None
+        if self.limits is not None and self.limits.slot:
+            limits, self.limits = self.limits, None
+            await asyncio.shield(asyncio.ensure_future(ratelimit.release_slot(self.caller.key_id, limits)))
 
     def public_error(self, error: ApiError) -> ApiError:
         """An upstream's error as the client may see it: the upstream's model name replaced."""
@@ -335,18 +377,27 @@ async def proxy(call: ApiCall, *, endpoint: str, kind: str, parse: Callable[[dic
         raise errors.model_not_found(parsed.model)
     if model.kind != kind:
         raise errors.bad_request(f"The model '{model.name}' does not support /v1/{endpoint}.", "invalid_value")
+    check_model_allowed(caller, model)
 
-    decision = await admit(call, caller, token_cost=parsed.prompt_tokens + parsed.completion_tokens)
+    token_cost = parsed.prompt_tokens + parsed.completion_tokens
+    decision = await admit(call, caller, token_cost=token_cost, in_flight=True)
     worst_case = min(
         MAX_COST_MICROS, model.price(prompt_tokens=parsed.prompt_tokens, completion_tokens=parsed.completion_tokens)
     )
-    hold_id = await get_store().reserve(caller, amount_micros=worst_case, request_id=call.request_id)
-    if hold_id is None:
+    reserved = await get_store().reserve(
+        caller, amount_micros=worst_case, request_id=call.request_id, started_at=call.started_at
+    )
+    if isinstance(reserved, Refusal):
         await ratelimit.release(caller.key_id, decision)  # a refused request consumes nothing
         call.limits = None  # the response's headers then show the window without this request
+        if reserved is Refusal.KEY_SPEND_LIMIT:
+            raise errors.key_spend_limit_exceeded(
+                caller.spend_limit_micros or 0, caller.spend_period, period_end(caller.spend_period, call.started_at)
+            )
         raise errors.insufficient_balance()
 
-    metered = Metered(call, endpoint, caller, model, parsed, hold_id)
+    metered = Metered(call, endpoint, caller, model, parsed, hold_id=reserved, limits=decision)
+    metered.slot_keeper = ratelimit.keep_slot(caller.key_id, decision, metered)
     call.metered = True
     upstream_body = {**parsed.body, "model": model.upstream_name}
     upstream = await upstream_for(model.id)

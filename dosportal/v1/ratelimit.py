@@ -28,11 +28,13 @@ the limiter must not take the whole API down.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import threading
 import time
 import uuid
+import weakref
 from collections import deque
 from dataclasses import dataclass
 
@@ -56,8 +58,10 @@ class Decision:
     reset_requests_ms: int  # until the request window is back to its full limit
     reset_tokens_ms: int
     retry_after_ms: int = 0  # when refused: until a request of this size would be admitted
-    refused_by: str = ""  # "requests" | "tokens" | "tokens_exceed_limit"
+    refused_by: str = ""  # "concurrency" | "requests" | "tokens" | "tokens_exceed_limit"
     entry: str = ""  # handle for release()
+    slot: bool = False  # a concurrency slot was taken: give it back with release_slot()
+    limit_concurrency: int = 0
 
     @property
     def retry_after_seconds(self) -> int:
@@ -91,8 +95,13 @@ def format_duration(ms: int) -> str:
     return f"{hours}h{minutes}m{secs}s" if hours else f"{minutes}m{secs}s"
 
 
-# KEYS: requests zset, tokens zset, token-sum string. ARGV: window_ms, rpm, tpm, cost, member, peek.
+# KEYS: requests zset, tokens zset, token-sum string, in-flight zset.
+# ARGV: window_ms, rpm, tpm, cost, member, peek, max_concurrency (0: no cap), lease_ms.
 # With peek = "1" nothing is consumed: the state is only read (for headers on early errors).
+# The in-flight set holds one member per request in flight, scored with the time its lease
+# ends: a worker renews the leases of its calls (refresh) and removes them when they end
+# (release_slot); a killed worker's members simply expire. The cap is checked first, and a
+# request refused by any limit consumes nothing from the others.
 # Returns {admitted, count, token_sum, reset_req_ms, reset_tok_ms, retry_ms, refused_by}.
 _ADMIT_SCRIPT = """
 local t = redis.call('TIME')
@@ -103,7 +112,14 @@ local tpm = tonumber(ARGV[3])
 local cost = tonumber(ARGV[4])
 local member = ARGV[5]
 local peek = ARGV[6] == '1'
+local cap = tonumber(ARGV[7])
+local lease = tonumber(ARGV[8])
 local cutoff = now - window
+local in_flight = 0
+if cap > 0 and not peek then
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+  in_flight = redis.call('ZCARD', KEYS[4])
+end
 
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', cutoff)
 local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', cutoff)
@@ -149,6 +165,10 @@ end
 if peek then
   return {1, count, sum, reset_of(KEYS[1]), reset_of(KEYS[2]), 0, ''}
 end
+if cap > 0 and in_flight >= cap then
+  refused_by = 'concurrency'
+  retry = 1000
+end
 if refused_by ~= '' then
   return {0, count, sum, reset_of(KEYS[1]), reset_of(KEYS[2]), retry, refused_by}
 end
@@ -163,6 +183,10 @@ if cost > 0 then
   redis.call('PEXPIRE', KEYS[2], window)
   redis.call('PEXPIRE', KEYS[3], window)
 end
+if cap > 0 then
+  redis.call('ZADD', KEYS[4], now + lease, member)
+  if redis.call('PTTL', KEYS[4]) < lease then redis.call('PEXPIRE', KEYS[4], lease) end
+end
 return {1, count + 1, sum, window, reset_of(KEYS[2]), 0, ''}
 """
 
@@ -175,6 +199,7 @@ return {failures, redis.call('PTTL', KEYS[1])}
 
 # KEYS as above. ARGV: member, cost. Undo an admission (only if still in the window).
 _RELEASE_SCRIPT = """
+redis.call('ZREM', KEYS[4], ARGV[1])
 local removed = redis.call('ZREM', KEYS[1], ARGV[1])
 local removed_tokens = redis.call('ZREM', KEYS[2], ARGV[1] .. ':' .. ARGV[2])
 if removed_tokens == 1 then
@@ -182,6 +207,16 @@ if removed_tokens == 1 then
   if sum <= 0 then redis.call('DEL', KEYS[3]) end
 end
 return removed
+"""
+
+
+# KEYS: the in-flight zset. ARGV: member, lease_ms. Renew a call's lease, if it still has one.
+_REFRESH_SLOT_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local renewed = redis.call('ZADD', KEYS[1], 'XX', 'CH', now + tonumber(ARGV[2]), ARGV[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return renewed
 """
 
 
@@ -208,17 +243,22 @@ class RedisLimiter:
         self.admit_script = self.redis.register_script(_ADMIT_SCRIPT)
         self.release_script = self.redis.register_script(_RELEASE_SCRIPT)
         self.auth_failure_script = self.redis.register_script(_AUTH_FAILURE_SCRIPT)
+        self.refresh_slot_script = self.redis.register_script(_REFRESH_SLOT_SCRIPT)
+        self.lease_ms = int(settings.DOS_AI_CONCURRENCY_LEASE_SECONDS * 1000)
 
     @staticmethod
     def _keys(key_id: int) -> list[str]:
-        # One hash tag per key keeps the three keys in one slot on Redis Cluster.
+        # One hash tag per key keeps the four keys in one slot on Redis Cluster.
         base = f"dosportal:rl:{{{key_id}}}"
-        return [f"{base}:req", f"{base}:tok", f"{base}:sum"]
+        return [f"{base}:req", f"{base}:tok", f"{base}:sum", f"{base}:inflight"]
 
-    async def admit(self, key_id: int, *, rpm: int, tpm: int, cost: int, peek: bool = False) -> Decision:
+    async def admit(
+        self, key_id: int, *, rpm: int, tpm: int, cost: int, peek: bool = False, max_concurrency: int = 0
+    ) -> Decision:
         member = uuid.uuid4().hex
+        args = [self.window_ms, rpm, tpm, cost, member, "1" if peek else "0", max_concurrency, self.lease_ms]
         admitted, count, token_sum, reset_req, reset_tok, retry, refused_by = await self.admit_script(
-            keys=self._keys(key_id), args=[self.window_ms, rpm, tpm, cost, member, "1" if peek else "0"]
+            keys=self._keys(key_id), args=args
         )
         return Decision(
             admitted=bool(admitted),
@@ -231,11 +271,19 @@ class RedisLimiter:
             retry_after_ms=int(retry),
             refused_by=refused_by.decode() if isinstance(refused_by, bytes) else str(refused_by),
             entry=f"{member}|{cost}" if admitted and not peek else "",
+            slot=bool(admitted) and not peek and max_concurrency > 0,
+            limit_concurrency=max_concurrency,
         )
 
     async def release(self, key_id: int, entry: str) -> None:
         member, cost = entry.split("|")
         await self.release_script(keys=self._keys(key_id), args=[member, cost])
+
+    async def release_slot(self, key_id: int, entry: str) -> None:
+        await self.redis.zrem(self._keys(key_id)[3], entry.split("|")[0])
+
+    async def refresh_slot(self, key_id: int, entry: str) -> None:
+        await self.refresh_slot_script(keys=[self._keys(key_id)[3]], args=[entry.split("|")[0], self.lease_ms])
 
     async def count_auth_failure(self, client: str) -> tuple[int, int]:
         failures, reset_ms = await self.auth_failure_script(
@@ -250,12 +298,19 @@ class MemoryLimiter:
     def __init__(self, window_seconds: float):
         self.window_ms = int(window_seconds * 1000)
         self.windows: dict[int, deque[tuple[int, str, int]]] = {}
+        self.in_flight: dict[int, dict[str, int]] = {}  # key → member → lease end (ms)
         self.auth_failures: dict[str, tuple[int, int]] = {}
         self.lock = threading.Lock()
+        self.lease_ms = int(settings.DOS_AI_CONCURRENCY_LEASE_SECONDS * 1000)
 
-    async def admit(self, key_id: int, *, rpm: int, tpm: int, cost: int, peek: bool = False) -> Decision:
+    async def admit(
+        self, key_id: int, *, rpm: int, tpm: int, cost: int, peek: bool = False, max_concurrency: int = 0
+    ) -> Decision:
         now = int(time.monotonic() * 1000)
         with self.lock:
+            slots = self.in_flight.setdefault(key_id, {})
+            for member in [member for member, until in slots.items() if until <= now]:
+                del slots[member]
             entries = self.windows.setdefault(key_id, deque())
             while entries and entries[0][0] <= now - self.window_ms:
                 entries.popleft()
@@ -280,10 +335,14 @@ class MemoryLimiter:
                         break
                 retry = max(retry, token_retry)
                 refused_by = refused_by or "tokens"
+            if max_concurrency and len(slots) >= max_concurrency:
+                refused_by, retry = "concurrency", 1000
             if refused_by:
                 return Decision(False, rpm, tpm, rpm - count, tpm - token_sum, reset, token_reset, retry, refused_by)
             member = uuid.uuid4().hex
             entries.append((now, member, cost))
+            if max_concurrency:
+                slots[member] = now + self.lease_ms
             return Decision(
                 True,
                 rpm,
@@ -293,6 +352,8 @@ class MemoryLimiter:
                 self.window_ms,
                 self.window_ms if cost else token_reset,
                 entry=member,
+                slot=bool(max_concurrency),
+                limit_concurrency=max_concurrency,
             )
 
     async def count_auth_failure(self, client: str) -> tuple[int, int]:
@@ -307,8 +368,19 @@ class MemoryLimiter:
                     del self.auth_failures[stale]
             return failures + 1, started + self.window_ms - now
 
+    async def release_slot(self, key_id: int, entry: str) -> None:
+        with self.lock:
+            self.in_flight.get(key_id, {}).pop(entry, None)
+
+    async def refresh_slot(self, key_id: int, entry: str) -> None:
+        with self.lock:
+            slots = self.in_flight.get(key_id, {})
+            if entry in slots:
+                slots[entry] = int(time.monotonic() * 1000) + self.lease_ms
+
     async def release(self, key_id: int, entry: str) -> None:
         with self.lock:
+            self.in_flight.get(key_id, {}).pop(entry, None)
             entries = self.windows.get(key_id)
             if entries:
                 for item in list(entries):
@@ -331,11 +403,16 @@ def get_limiter() -> RedisLimiter | MemoryLimiter:
     return _memory_limiter
 
 
-async def admit(key_id: int, *, rpm: int, tpm: int, cost: int, peek: bool = False) -> Decision | None:
+async def admit(
+    key_id: int, *, rpm: int, tpm: int, cost: int, peek: bool = False, max_concurrency: int = 0
+) -> Decision | None:
     """Admit or refuse (with `peek`, only read the window); None when the limiter's store is
-    unreachable: fail open, logged."""
+    unreachable: fail open, logged. With `max_concurrency`, the call also takes one of the
+    key's slots for requests in flight, in the same round trip."""
     try:
-        return await get_limiter().admit(key_id, rpm=rpm, tpm=tpm, cost=cost, peek=peek)
+        return await get_limiter().admit(
+            key_id, rpm=rpm, tpm=tpm, cost=cost, peek=peek, max_concurrency=max_concurrency
+        )
     except (redis.exceptions.RedisError, OSError) as error:
         logger.error("rate limiter unavailable, admitting without limits (fail-open): %r", error)
         metrics.limiter_fail_open()
@@ -354,6 +431,39 @@ async def release(key_id: int, decision: Decision | None) -> None:
         await get_limiter().release(key_id, decision.entry)
     except Exception as error:  # noqa: BLE001 - a failed release only errs towards stricter limits
         logger.warning("could not release a rate-limit entry: %r", error)
+
+
+async def release_slot(key_id: int, decision: Decision | None) -> None:
+    """Give back the call's slot for requests in flight (its rate-limit entry stays)."""
+    if decision is None or not decision.slot:
+        return
+    try:
+        await get_limiter().release_slot(key_id, decision.entry)
+    except Exception as error:  # noqa: BLE001 - the slot's lease ends it anyway
+        logger.warning("could not release a concurrency slot (its lease will): %r", error)
+
+
+def keep_slot(key_id: int, decision: Decision | None, owner: object) -> asyncio.Task | None:
+    """Renew the call's lease on its slot a few times per lease while `owner` (the call's
+    object) is alive and the task is not cancelled: a call longer than the lease keeps its
+    slot, and only a dead worker's slots expire. Holding `owner` weakly means a call that
+    is dropped without ending (a stream never started) stops renewing by itself."""
+    if decision is None or not decision.slot:
+        return None
+    alive = weakref.ref(owner)
+
+    async def renew() -> None:
+        interval = settings.DOS_AI_CONCURRENCY_LEASE_SECONDS / 3
+        while True:
+            await asyncio.sleep(interval)
+            if alive() is None:
+                return
+            try:
+                await get_limiter().refresh_slot(key_id, decision.entry)
+            except Exception as error:  # noqa: BLE001 - try again at the next interval
+                logger.warning("could not renew a concurrency slot: %r", error)
+
+    return asyncio.ensure_future(renew())
 
 
 class AuthFailureGuard:

@@ -3,10 +3,13 @@
 What a metered call costs on PostgreSQL (`PgStore`: psycopg's async pool, autocommit, no ORM,
 no thread hop), each step one awaited round trip and at most one commit:
 
-  1. lookup  — one SELECT: the key by its SHA-256, its owner's limits, and the requested
-               served model with its prices (or the whole catalogue for /v1/models).
-  2. reserve — one statement: hold the worst-case cost, write the hold (billing.hotpath).
-  3. settle  — one statement: release the hold, charge, usage record, ledger entry.
+  1. lookup  — one SELECT: the key by its SHA-256 (or a rolled key's old one, within its grace
+               period) with its settings, its owner's limits, and the requested served model
+               with its prices (or the whole catalogue for /v1/models).
+  2. reserve — one statement: hold the worst-case cost against the account's credit and the
+               key's spend limit, write the hold (billing.hotpath).
+  3. settle  — one statement: release the hold, charge (the account, and the key's period
+               spend), usage record, ledger entry.
 
 Nothing here is cached: revocation, limits and prices are read fresh on every call, and the
 served-model row comes with the key in the same round trip, so there is no catalogue cache to
@@ -32,13 +35,16 @@ import psycopg_pool
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections
+from django.db.models import Q
 from psycopg.rows import tuple_row
 
 from accounts.models import User, effective_limits
+from apikeys.limits import period_start
 from apikeys.models import ApiKey
 from billing import hotpath
 from billing.models import ServedModel, UpstreamEndpoint
 from billing.money import cost_micros
+from billing.services import Refusal
 from billing.settlement import Settlement
 from dosportal.v1.loops import PerEventLoop
 
@@ -87,7 +93,8 @@ class ModelRow:
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who is calling: an active key of an active account, and that account's limits."""
+    """Who is calling: an active key of an active account, that account's limits, and the
+    key's own settings (apikeys.models.ApiKey: None means "no such setting")."""
 
     key_id: int
     key_hint: str
@@ -95,9 +102,40 @@ class Caller:
     requests_per_minute: int
     tokens_per_minute: int
     last_used_at: dt.datetime | None
+    expires_at: dt.datetime | None = None
+    allowed_ips: list[str] | None = None
+    allowed_models: list[str] | None = None
+    max_concurrency: int | None = None
+    spend_limit_micros: int | None = None
+    spend_period: str = ""
+
+    @classmethod
+    def of(cls, api_key: ApiKey) -> Caller:
+        """From the ORM (the key with its owner), as the PostgreSQL lookup builds it from its row."""
+        owner = api_key.owner
+        return cls(
+            api_key.pk,
+            api_key.hint,
+            owner.pk,
+            owner.requests_per_minute,
+            owner.tokens_per_minute,
+            api_key.last_used_at,
+            api_key.expires_at,
+            api_key.allowed_ips,
+            api_key.allowed_models,
+            api_key.max_concurrency,
+            api_key.spend_limit_micros,
+            api_key.spend_period,
+        )
 
     def last_used_is_stale(self, now: dt.datetime) -> bool:
         return self.last_used_at is None or now - self.last_used_at >= LAST_USED_RESOLUTION
+
+    def spend_period_start(self, at: dt.datetime) -> dt.datetime | None:
+        """The start of the spend period a call started at `at` counts in; None without a limit."""
+        if self.spend_limit_micros is None or not self.spend_period:
+            return None
+        return period_start(self.spend_period, at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +151,9 @@ EndpointCatalogue = dict[int, list[tuple[str, str, int]]]  # model id → [(base
 class Store(Protocol):
     async def lookup(self, hashed_key: str, *, model: str | None = None, catalogue: bool = False) -> Lookup: ...
 
-    async def reserve(self, caller: Caller, *, amount_micros: int, request_id: str) -> int | None: ...
+    async def reserve(
+        self, caller: Caller, *, amount_micros: int, request_id: str, started_at: dt.datetime
+    ) -> int | Refusal: ...
 
     async def touch(self, caller: Caller) -> None: ...
 
@@ -150,15 +190,21 @@ _MODEL_COLUMNS = (
     "m.id, m.name, COALESCE(NULLIF(m.upstream_model, ''), m.name), m.kind, "
     "m.input_price_micros_per_million, m.output_price_micros_per_million, m.created_at"
 )
+# A rolled key is found by its new secret, or by its old one until the grace period ends
+# (both columns are uniquely indexed: PostgreSQL answers the OR with two index probes).
 _LOOKUP_SQL = f"""
 SELECT k.id, k.hint, k.owner_id, k.last_used_at,
        u.plan, u.requests_per_minute_override, u.tokens_per_minute_override,
+       k.expires_at, k.allowed_ips, k.allowed_models, k.max_concurrency, k.spend_limit_micros, k.spend_period,
        {_MODEL_COLUMNS}
 FROM {ApiKey._meta.db_table} k
 JOIN {User._meta.db_table} u ON u.id = k.owner_id AND u.is_active
 LEFT JOIN {ServedModel._meta.db_table} m ON m.name = %(model)s AND m.is_active
-WHERE k.hashed_key = %(hashed_key)s AND k.revoked_at IS NULL
+WHERE (k.hashed_key = %(hashed_key)s
+       OR (k.previous_hashed_key = %(hashed_key)s AND k.previous_key_expires_at > %(now)s))
+  AND k.revoked_at IS NULL
 """
+_KEY_COLUMNS = 13
 _CATALOGUE_SQL = f"""
 SELECT {_MODEL_COLUMNS} FROM {ServedModel._meta.db_table} m WHERE m.is_active ORDER BY m.name
 """
@@ -246,26 +292,32 @@ class PgStore:
         self.down_until = time.monotonic() + BREAKER_SECONDS
 
     async def lookup(self, hashed_key: str, *, model: str | None = None, catalogue: bool = False) -> Lookup:
-        row = await self._execute(_LOOKUP_SQL, {"hashed_key": hashed_key, "model": model})
+        now = dt.datetime.now(dt.UTC)
+        row = await self._execute(_LOOKUP_SQL, {"hashed_key": hashed_key, "model": model, "now": now})
         if row is None:
             return Lookup(None, None, [])
         key_id, hint, owner_id, last_used_at, plan, rpm_override, tpm_override = row[:7]
         rpm, tpm = effective_limits(plan, rpm_override, tpm_override)
-        caller = Caller(key_id, hint, owner_id, rpm, tpm, last_used_at)
-        found = ModelRow(*row[7:]) if row[7] is not None else None
+        caller = Caller(key_id, hint, owner_id, rpm, tpm, last_used_at, *row[7:_KEY_COLUMNS])
+        found = ModelRow(*row[_KEY_COLUMNS:]) if row[_KEY_COLUMNS] is not None else None
         rows = await self._execute(_CATALOGUE_SQL, {}, fetch="all") if catalogue else []
         return Lookup(caller, found, [ModelRow(*model_row) for model_row in rows])
 
-    async def reserve(self, caller: Caller, *, amount_micros: int, request_id: str) -> int | None:
+    async def reserve(
+        self, caller: Caller, *, amount_micros: int, request_id: str, started_at: dt.datetime
+    ) -> int | Refusal:
         params = hotpath.reserve_params(
             user_id=caller.owner_id,
             key_id=caller.key_id,
             amount_micros=amount_micros,
             request_id=request_id,
             touch=caller.last_used_is_stale(dt.datetime.now(dt.UTC)),
+            spend_period_start=caller.spend_period_start(started_at),
         )
-        row = await self._execute(hotpath.RESERVE_SQL, params)
-        return row[0] if row else None
+        hold_id, key_ok = await self._execute(hotpath.RESERVE_SQL, params)
+        if hold_id is not None:
+            return hold_id
+        return Refusal.BALANCE if key_ok else Refusal.KEY_SPEND_LIMIT
 
     async def touch(self, caller: Caller) -> None:
         if caller.last_used_is_stale(dt.datetime.now(dt.UTC)):
@@ -322,19 +374,18 @@ class OrmStore:
         from billing.selectors import served_models_active
 
         api_key = (
-            ApiKey.objects.active().select_related("owner").filter(hashed_key=hashed_key, owner__is_active=True).first()
+            ApiKey.objects.active()
+            .select_related("owner")
+            .filter(
+                Q(hashed_key=hashed_key)
+                | Q(previous_hashed_key=hashed_key, previous_key_expires_at__gt=dt.datetime.now(dt.UTC)),
+                owner__is_active=True,
+            )
+            .first()
         )
         if api_key is None:
             return Lookup(None, None, [])
-        owner = api_key.owner
-        caller = Caller(
-            api_key.pk,
-            api_key.hint,
-            owner.pk,
-            owner.requests_per_minute,
-            owner.tokens_per_minute,
-            api_key.last_used_at,
-        )
+        caller = Caller.of(api_key)
         found = ServedModel.objects.filter(name=model, is_active=True).first() if model else None
         rows = [ModelRow.of(row) for row in served_models_active()] if catalogue else []
         return Lookup(caller, ModelRow.of(found) if found else None, rows)
@@ -344,17 +395,25 @@ class OrmStore:
 
     @staticmethod
     @_in_thread
-    def _reserve(caller: Caller, amount_micros: int, request_id: str) -> int | None:
+    def _reserve(caller: Caller, amount_micros: int, request_id: str, started_at: dt.datetime) -> int | Refusal:
         from apikeys.services import api_key_mark_used
-        from billing.services import credit_reserve
+        from billing.services import credit_reserve_for_key
 
-        hold_id = credit_reserve(user_id=caller.owner_id, amount_micros=amount_micros, request_id=request_id)
-        if hold_id is not None:
+        hold_id = credit_reserve_for_key(
+            user_id=caller.owner_id,
+            amount_micros=amount_micros,
+            request_id=request_id,
+            api_key_id=caller.key_id,
+            spend_period_start=caller.spend_period_start(started_at),
+        )
+        if not isinstance(hold_id, Refusal):
             api_key_mark_used(api_key_id=caller.key_id, last_used_at=caller.last_used_at)
         return hold_id
 
-    async def reserve(self, caller: Caller, *, amount_micros: int, request_id: str) -> int | None:
-        return await self._reserve(caller, amount_micros, request_id)
+    async def reserve(
+        self, caller: Caller, *, amount_micros: int, request_id: str, started_at: dt.datetime
+    ) -> int | Refusal:
+        return await self._reserve(caller, amount_micros, request_id, started_at)
 
     @staticmethod
     @_in_thread
