@@ -16,6 +16,7 @@ pytest_plugins = [
     "dosportal.testing.upstream",
     "dosportal.testing.gateway",
     "dosportal.testing.faults",
+    "dosportal.testing.hostile_upstream",
 ]
 
 PASSWORD = "correct horse battery staple 42"
