@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import threading
@@ -202,6 +203,64 @@ def test_streams_in_flight_when_postgresql_stops_are_delivered_and_charged_once_
     faults.assert_charged_exactly_once(account, [stream.request_id for stream in streams])
 
 
+def test_plain_calls_in_flight_when_postgresql_stops_are_answered_and_charged_once_it_is_back(faults, fake_upstream):
+    account = faults.account()
+    gateway = faults.gateway()
+    fake_upstream.response_delay = 2.0  # the upstream answers after PostgreSQL has gone
+    answers: list[httpx.Response] = []
+
+    def call() -> None:
+        answers.append(httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT,
+                                  headers={"Authorization": f"Bearer {account.key}"}, timeout=60))  # fmt: skip
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    assert faults.wait_for(lambda: len(faults.rows(account)["holds"]) == 4, 20)  # all four reserved
+    faults.postgres.stop()
+    for thread in threads:
+        thread.join(60)
+
+    assert [response.status_code for response in answers] == [200] * 4
+    assert all(response.json()["choices"][0]["message"]["content"] == "".join(REPLY_WORDS) for response in answers)
+    faults.postgres.start()
+    assert faults.wait_for(lambda: not faults.rows(account)["holds"], 45), faults.rows(account)
+    faults.assert_charged_exactly_once(account, [r.headers["x-request-id"] for r in answers], streamed=False)
+
+
+def test_a_client_that_leaves_a_stream_while_postgresql_is_down_is_charged_for_what_it_received(faults, fake_upstream):
+    account = faults.account()
+    gateway = faults.gateway()
+    fake_upstream.chunk_delay = 0.5
+    received: list[str] = []
+    with httpx.stream(
+        "POST", f"{gateway.url}/v1/chat/completions", json={**CHAT, "stream": True},
+        headers={"Authorization": f"Bearer {account.key}"}, timeout=30,
+    ) as response:  # fmt: skip
+        request_id = response.headers["x-request-id"]
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                received.append(json.loads(line[6:])["choices"][0]["delta"]["content"])
+            if len(received) == 2:
+                faults.postgres.stop()
+                break  # the client hangs up after two words, with PostgreSQL down
+
+    assert received == REPLY_WORDS[:2]
+    assert faults.wait_for(lambda: bool(spool_lines(faults.spool)), 15)  # kept on disk for later
+    faults.postgres.start()
+    assert faults.wait_for(lambda: not faults.rows(account)["holds"], 45), faults.rows(account)
+    rows = faults.rows(account)
+    [usage] = rows["usage"]
+    # Charged for the prompt (11, estimated) and the text delivered before the gateway saw the disconnect:
+    # at least the two words received ("Hello from": 3 tokens), at most the whole reply (29 characters: 8).
+    assert (usage[0], usage[2], usage[3], usage[4]) == (request_id, 499, True, 11)
+    assert 3 <= usage[5] <= 8
+    assert usage[6] == math.ceil(11 * 0.5 + usage[5] * 1.5)
+    assert rows["ledger"] == [("grant", SIGNUP_MICROS), ("usage", -usage[6])]
+    assert rows["account"] == [(SIGNUP_MICROS - usage[6], 0)]
+    assert manage(faults.env(), "balance", account.email, check=False).returncode == 0
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body"), [("POST", "/v1/chat/completions", CHAT), ("GET", "/v1/models", None)]
 )
@@ -228,6 +287,13 @@ def test_while_postgresql_is_down_v1_answers_503_service_unavailable_within_two_
     faults.postgres.start()
     rows = faults.rows(account)
     assert (rows["usage"], rows["holds"], rows["ledger"]) == ([], [], [("grant", SIGNUP_MICROS)])
+    # The same worker recovers on its own once PostgreSQL is back.
+    assert faults.wait_for(
+        lambda: (
+            httpx.request(method, f"{gateway.url}{path}", json=body, headers=headers, timeout=10).status_code == 200
+        ),
+        15,
+    )
 
 
 @pytest.mark.xfail(
