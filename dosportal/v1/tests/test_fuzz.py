@@ -565,3 +565,28 @@ def test_a_lone_surrogate_without_an_escape_is_400_invalid_json(target, body, fa
     assert response.json()["error"]["code"] == "invalid_json"
     assert fake_upstream.requests == []
     assert_nothing_written(target)
+
+
+HEADER_TEXT = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"))
+
+
+@FUZZ
+@given(
+    authorization=st.one_of(
+        HEADER_TEXT,
+        HEADER_TEXT.map(lambda text: "Bearer " + text),
+        st.text(
+            alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789", min_size=32, max_size=32
+        ).map(lambda body: "Bearer dos_sk_" + body),
+    ),
+    path=st.sampled_from(["/v1/models", "/v1/models/dos-ai", *POST_ENDPOINTS]),
+)
+def test_any_authorization_header_but_a_valid_key_is_401(target, authorization, path):
+    method = "GET" if path.startswith("/v1/models") else "POST"
+    body = json.dumps(VALID[path]).encode() if method == "POST" else b""
+
+    response = target.send(method, path, body, key=authorization.strip() or None)
+
+    assert response.status == 401, (authorization, response.status, response.body[:300])
+    assert "x-ratelimit-remaining-requests" not in response.headers
+    assert_refused_and_nothing_written(target, response, method)

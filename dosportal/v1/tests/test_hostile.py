@@ -393,3 +393,34 @@ def test_raw_request_helper_round_trips(gateway, api_key):
     raw = raw_request(gateway.url, "GET", "/v1/models", headers=bearer(api_key))
     assert raw.status == 200
     assert raw.json()["object"] == "list"
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        ("client-42", "client-42"),
+        ("a" * 100, "a" * 100),
+        ("a" * 101, ""),  # longer than the column: not kept, not echoed
+        ("two words", ""),
+        ("semi;colon", ""),
+        ("ünïcödé", ""),
+    ],
+)
+def test_only_a_sane_client_request_id_is_kept_and_echoed_and_the_call_is_served_either_way(
+    gateway, api_key, api_user, fake_upstream, given, kept
+):
+    response = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        json=CHAT,
+        headers={**bearer(api_key), "x-request-id": given.encode()},
+        timeout=30,
+    )
+
+    assert response.status_code == 200
+    assert response.headers.get("x-client-request-id", "") == kept
+    assert response.headers["x-request-id"] != given
+    record = UsageRecord.objects.get()
+    assert (record.request_id, record.client_request_id, record.cost_micros) == (
+        response.headers["x-request-id"], kept, CALL_MICROS,
+    )  # fmt: skip
+    assert_balance_ok(api_user)
