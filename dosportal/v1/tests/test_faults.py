@@ -188,7 +188,7 @@ def spooled(spool: Path) -> list[dict]:
 def test_streams_in_flight_when_postgresql_stops_are_delivered_and_charged_once_it_is_back(faults, fake_upstream):
     account = faults.account()
     gateway = faults.gateway()
-    fake_upstream.chunk_delay = 0.4  # eight events: about three seconds per stream
+    fake_upstream.chunk_delay = 0.5  # eight events: about 3.5 seconds per stream
 
     streams = streams_cut_by_a_database_outage(faults, gateway, account, count=6)
 
@@ -322,7 +322,7 @@ def killed_with_a_full_spool(faults: Faults, fake_upstream) -> tuple[Account, li
     """Streams delivered while PostgreSQL was down, then their worker SIGKILLed; PostgreSQL is back."""
     account = faults.account()
     gateway = faults.gateway()
-    fake_upstream.chunk_delay = 0.3
+    fake_upstream.chunk_delay = 0.5
     streams = streams_cut_by_a_database_outage(faults, gateway, account, count=4)
     assert_delivered_in_full(streams)
     time.sleep(0.5)
@@ -392,12 +392,19 @@ def test_with_its_redis_stopped_calls_are_admitted_and_charged_and_limits_return
     throwaway_redis.stop()
     during = [call() for _ in range(5)]
     throwaway_redis.start()  # empty: its windows start afresh
-    after = [call() for _ in range(4)]
+    after: list[httpx.Response] = []
+    while len(after) < 8 and (not after or after[-1].status_code != 429):
+        after.append(call())
 
     assert [response.status_code for response in before] == [200, 200, 200, 429]
     assert [response.status_code for response in during] == [200] * 5
     assert all("x-ratelimit-remaining-requests" not in response.headers for response in during)
-    assert [response.status_code for response in after] == [200, 200, 200, 429]
-    assert after[3].json()["error"]["code"] == "rate_limit_exceeded"
-    charged = [r.headers["x-request-id"] for r in before[:3] + during + after[:3]]
+    # At most one call may still fail open while the worker reconnects; then the limit holds exactly.
+    reconnecting, limited = after[:-4], after[-4:]
+    assert len(reconnecting) <= 1
+    assert all("x-ratelimit-remaining-requests" not in response.headers for response in reconnecting)
+    assert [response.status_code for response in limited] == [200, 200, 200, 429]
+    assert [response.headers["x-ratelimit-remaining-requests"] for response in limited] == ["2", "1", "0", "0"]
+    assert limited[3].json()["error"]["code"] == "rate_limit_exceeded"
+    charged = [r.headers["x-request-id"] for r in before[:3] + during + after[:-1]]
     faults.assert_charged_exactly_once(account, charged, streamed=False)
