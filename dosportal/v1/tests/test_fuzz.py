@@ -10,6 +10,7 @@ credit hold, and (for 400/404 answers) no rate-limit slot. Requests go over a ra
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 RPM = 1000
 MAX_BYTES = 65_536
 FUZZ = settings(
-    max_examples=60,
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "150")),
     deadline=None,
     database=None,  # no .hypothesis/ folder in the work tree
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
