@@ -9,6 +9,7 @@ or a chunked body that keeps growing.
 from __future__ import annotations
 
 import json
+import select
 import socket
 import time
 from dataclasses import dataclass, field
@@ -77,6 +78,21 @@ def read_response(sock: socket.socket, *, head_only: bool = False) -> RawRespons
     return RawResponse(status, headers, bytes(buffer), header_lines=pairs)
 
 
+def _send_until_answered(sock: socket.socket, body: bytes, piece: int = 16_384) -> int:
+    """Send `body` in pieces, stopping as soon as the server answers (a 413 comes before the
+    body is read: writing on would only meet a reset connection). Returns the bytes sent."""
+    sent = 0
+    try:
+        while sent < len(body):
+            if select.select([sock], [], [], 0)[0]:
+                break
+            sock.sendall(body[sent : sent + piece])
+            sent += piece
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the server answered and closed: its answer is waiting to be read
+    return min(sent, len(body))
+
+
 def raw_request(
     url: str,
     method: str,
@@ -94,7 +110,8 @@ def raw_request(
     lines += [f"{name}: {value}".encode("latin-1") for name, value in sent_headers.items()]
     started = time.monotonic()
     with socket.create_connection((host, int(port)), timeout=timeout) as sock:
-        sock.sendall(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+        sock.sendall(b"\r\n".join(lines) + b"\r\n\r\n")
+        _send_until_answered(sock, body)
         response = read_response(sock, head_only=method == "HEAD")
     response.elapsed = time.monotonic() - started
     return response

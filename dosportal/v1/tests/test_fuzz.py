@@ -400,7 +400,7 @@ ODD_PATHS = st.one_of(
 
 def serves_get(path: str) -> bool:
     """Whether GET `path` is a successful listing or model lookup (uvicorn drops ?query and #fragment)."""
-    base = unquote(path.split("?")[0].split("#")[0], errors="surrogatepass")
+    base = unquote(path.split("?")[0].split("#")[0], errors="replace")
     return base in ("/v1/models", "/v1/models/dos-ai", "/v1/models/dos-ai-embed")
 
 
