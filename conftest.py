@@ -12,7 +12,13 @@ from django.test import Client
 
 from accounts.models import User
 
-pytest_plugins = ["dosportal.testing.browser", "dosportal.testing.upstream", "dosportal.testing.gateway"]
+pytest_plugins = [
+    "dosportal.testing.browser",
+    "dosportal.testing.upstream",
+    "dosportal.testing.gateway",
+    "dosportal.testing.faults",
+    "dosportal.testing.hostile_upstream",
+]
 
 PASSWORD = "correct horse battery staple 42"
 
