@@ -143,6 +143,11 @@ class Router:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                from dosportal.v1.settler import get_settler
+
+                # Settlements a dead worker left in its spool are written by the next one to
+                # start, whether or not any call reaches it.
+                get_settler().adopt()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 from dosportal.v1 import settler, store

@@ -129,11 +129,15 @@ class Settler:
         self.retry_task: asyncio.Task[None] | None = None
         self.adopted = False
 
+    def adopt(self) -> None:
+        """Take over the spool files of dead workers (at start-up, and on every retry pass)."""
+        self.adopted = True
+        self._take(self.spool.adopt_orphans())
+
     async def settle(self, settlement: Settlement) -> bool:
         """Write it now (True), or keep it and write it as soon as the database is back (False)."""
         if not self.adopted:
-            self.adopted = True
-            self._take(self.spool.adopt_orphans())
+            self.adopt()
         try:
             await self.store.settle(settlement)
             return True
@@ -170,6 +174,7 @@ class Settler:
         pause = FIRST_RETRY_SECONDS
         while self.waiting:
             await asyncio.sleep(pause)
+            self._take(self.spool.adopt_orphans())
             pause = FIRST_RETRY_SECONDS if await self.flush() else min(LAST_RETRY_SECONDS, pause * 2)
 
     async def flush(self) -> bool:

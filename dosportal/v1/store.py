@@ -251,6 +251,7 @@ class PgStore:
         # call at a time probes with a short wait until one succeeds.
         self.down_until = 0.0
         self.probing = False
+        self.connected_once = False
         self.catalogue = _CatalogueCache()
 
     async def _execute(self, sql: str, params: dict[str, Any], *, fetch: str = "one") -> Any:
@@ -259,6 +260,10 @@ class PgStore:
             if self.probing or time.monotonic() < self.down_until:
                 raise StoreUnavailable("database unavailable (recent failure)")
             self.probing, probe, timeout = True, True, min(self.timeout, PROBE_TIMEOUT)
+        elif not self.connected_once:
+            # A pool that has never had a connection is no busier than empty: if the first
+            # one cannot be made quickly, PostgreSQL is away — do not wait the whole DOS_AI_DB_TIMEOUT.
+            probe, timeout = True, min(self.timeout, PROBE_TIMEOUT)
         if not self.opened:
             async with self.open_lock:
                 if not self.opened:
@@ -283,7 +288,7 @@ class PgStore:
         finally:
             if probe:
                 self.probing = False
-        self.down_until = 0.0
+        self.down_until, self.connected_once = 0.0, True
         return result
 
     def _trip(self, error: BaseException) -> None:

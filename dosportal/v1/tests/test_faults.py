@@ -296,12 +296,6 @@ def test_while_postgresql_is_down_v1_answers_503_service_unavailable_within_two_
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PgStore opens its pool lazily (open(wait=False)); when PostgreSQL is already down at the first /v1 "
-    "call, pool.connection() waits the whole DOS_AI_DB_TIMEOUT (10 s) for a connection that cannot be made, "
-    "then answers 503: the first call after a worker starts (or after its pool has no connection) is not fast",
-)
 def test_a_503_comes_within_two_seconds_even_on_a_cold_pool(faults):
     account = faults.account()
     gateway = faults.gateway()  # started and checked (/healthz), but /v1 has not opened its pool yet
@@ -365,12 +359,6 @@ def test_a_new_worker_adopts_a_killed_worker_s_spool_and_charges_it_once(faults,
     assert manage(faults.env(), "balance", account.email, check=False).returncode == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dosportal.v1.settler adopts dead workers' spool files only inside Settler.settle (the first settlement "
-    "a worker writes), not at start-up nor in its retry passes as its docstring says: a successor that serves no "
-    "metered call leaves the killed worker's settlements unwritten and their holds stuck",
-)
 def test_a_new_worker_adopts_a_killed_worker_s_spool_without_waiting_for_traffic(faults, fake_upstream):
     account, streams = killed_with_a_full_spool(faults, fake_upstream)
 
