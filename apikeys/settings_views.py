@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_http_methods
-from django_htmx.http import HttpResponseClientRedirect, reswap, retarget, trigger_client_event
+from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
 
 from accounts.reauth import reauthenticate_then, recently_authenticated
 from accounts.security import SecurityContext
@@ -100,8 +100,11 @@ def key_roll(request: HtmxHttpRequest, key_id: int) -> HttpResponse:
     context = {"rolled_key": api_key, "raw_key": raw_key}
     # As at creation: the raw key is in this one response only, never a redirect or a message.
     if request.htmx:
-        response = render(request, "apikeys/_rolled_key.html", {**context, "close_dialog": True})
-        trigger_client_event(response, "key-created", {"id": api_key.pk})  # the list shows the grace period
+        from apikeys.views import _keys_context
+
+        # The new secret, and the list (showing the grace period) out of band, in this one response.
+        full = {**_keys_context(request), **context, "close_dialog": True}
+        response = render(request, "apikeys/keys.html#key-rolled", full)
     else:
         response = render(request, "apikeys/key_rolled.html", context)
     add_never_cache_headers(response)

@@ -198,7 +198,7 @@ def test_a_new_key_and_its_quickstart_on_a_phone(live_server, page, shots: Path,
     ApiKey.objects.filter(pk=api_key.pk).update(revoked_at=None)
     page.reload()
     ApiKey.objects.filter(pk=api_key.pk).update(revoked_at=dt.datetime.now(dt.UTC))
-    page.get_by_role("link", name="Delete Phone test").click()
+    page.get_by_role("link", name="Revoke Phone test").click()
     dialog = page.get_by_role("dialog")
     expect(dialog).to_contain_text("This key is already revoked")
     expect(page.locator("#keys tbody tr")).to_have_count(0)

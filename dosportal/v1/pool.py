@@ -28,7 +28,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from django.conf import settings
 
@@ -71,8 +70,7 @@ class Endpoint:
     label: str = field(init=False)
 
     def __post_init__(self) -> None:
-        parts = urlsplit(self.config.base_url)
-        self.label = parts.netloc or self.config.base_url[:64]
+        self.label = metrics.upstream_label(self.config.base_url)  # host:port/path, never credentials
 
     @property
     def healthy(self) -> bool:
