@@ -126,8 +126,9 @@ def wrk(url: str, concurrency: int, duration: float, script: str | None, key: st
     env = {**os.environ, "BENCH_KEY": key, "BENCH_BODY": CHAT_BODY}
     output = subprocess.run([*command, url], capture_output=True, text=True, env=env, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output)[1])
-    p50 = _ms(re.search(r"50%\s+(\S+)", output)[1])
-    p99 = _ms(re.search(r"99%\s+(\S+)", output)[1])
+    # Anchored: a "+/- Stdev" column such as 87.50% must not be read as the 50th percentile.
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", output, re.M)[1])
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", output, re.M)[1])
     non_2xx = int(m[1]) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", output)) else 0
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
     if errors and any(int(n) for n in errors.groups()):

@@ -3,6 +3,9 @@ the load balancer's health check."""
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 from django.db import connection
 from django.db.models import F
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -50,7 +53,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
             cursor.fetchone()
     except Exception:  # noqa: BLE001 - any database failure means "not healthy"
         return JsonResponse({"status": "error", "database": "unavailable"}, status=503)
-    upstreams = upstream_health()
+    upstreams = _upstream_health_recent()
     if not upstreams:
         return JsonResponse({"status": "ok", "database": "ok"})
     unavailable = any(counts["healthy"] == 0 for counts in upstreams.values())
@@ -58,6 +61,19 @@ def healthz(request: HttpRequest) -> JsonResponse:
         {"status": "unavailable" if unavailable else "degraded", "database": "ok", "upstreams": upstreams},
         status=503 if unavailable else 200,
     )
+
+
+# Load balancers poll /healthz often; the upstreams' health is read at most once a second per
+# worker (it changes on the workers' own time scale of seconds), the database on every call.
+UPSTREAM_HEALTH_SECONDS = 1.0
+_upstream_health_memo: dict[str, Any] = {"at": -1e9, "value": {}}
+
+
+def _upstream_health_recent() -> dict[str, dict[str, int]]:
+    now = time.monotonic()
+    if now - _upstream_health_memo["at"] >= UPSTREAM_HEALTH_SECONDS:
+        _upstream_health_memo["value"], _upstream_health_memo["at"] = upstream_health(), now
+    return _upstream_health_memo["value"]
 
 
 def upstream_health() -> dict[str, dict[str, int]]:
