@@ -17,14 +17,18 @@ more try and closes its database pool (what is still waiting stays in its spool 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import django
-from django.core.handlers.asgi import ASGIHandler
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.exception import convert_exception_to_response
+from django.urls import set_script_prefix
 from django.utils.module_loading import import_string
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dosportal.settings")
@@ -67,6 +71,60 @@ class LeanASGIHandler(ASGIHandler):
         self._middleware_chain = handler
 
 
+class ApiASGIHandler(LeanASGIHandler):
+    """The /v1 handler: Django's request cycle without its request signals.
+
+    Django sends `request_started` through `sync_to_async`, which starts (and joins) a thread
+    per request for receivers that only matter to views using Django's own database
+    connections (`close_old_connections`, `reset_queries`). /v1 never does: on PostgreSQL it has
+    its own async pool, and on SQLite each ORM step closes its connection itself
+    (dosportal.v1.store). So this handler skips that signal and closes the response inline
+    (its `request_finished` receivers find nothing open). Otherwise this is Django 5.2's
+    `ASGIHandler.handle`, disconnect handling included.
+    """
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        set_script_prefix(get_script_prefix(scope))
+        request, error_response = self.create_request(scope, body_file)
+        if request is None:
+            body_file.close()
+            await self.send_response(error_response, send)
+            error_response.close()
+            return
+
+        async def process_request(request: Any, send: Send) -> Any:
+            response = await self.run_get_response(request)
+            with contextlib.suppress(asyncio.CancelledError):  # the client left during the send
+                await self.send_response(response, send)
+            return response
+
+        tasks = [
+            asyncio.create_task(self.listen_for_disconnect(receive)),
+            asyncio.create_task(process_request(request, send)),
+        ]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            if task.done():
+                try:
+                    task.result()
+                except RequestAborted:
+                    pass
+                except AssertionError:
+                    body_file.close()
+                    raise
+            else:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        with contextlib.suppress(asyncio.CancelledError):
+            tasks[1].result().close()
+        body_file.close()
+
+
 def _too_large_body() -> bytes:
     from dosportal.v1 import errors
 
@@ -95,7 +153,7 @@ async def _send_too_large(send: Send) -> None:
 class Router:
     def __init__(self) -> None:
         self.site = get_asgi_application()
-        self.api = LeanASGIHandler(urlconf="dosportal.v1.root_urls")
+        self.api = ApiASGIHandler(urlconf="dosportal.v1.root_urls")
         self.plain = LeanASGIHandler(middleware=("dosportal.middleware.AsyncWhiteNoiseMiddleware",))
         self.static_prefix = settings.STATIC_URL
 
