@@ -231,7 +231,7 @@ DOS_AI_TRUSTED_PROXIES = parse_trusted_proxies(envlist("DOS_AI_TRUSTED_PROXIES",
 DOS_AI_SECURITY_LOG_PAGE_SIZE = 20
 
 # --- Email --------------------------------------------------------------------
-EMAIL_BACKEND = envstr("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_BACKEND = envstr("EMAIL_BACKEND", "dosportal.mail.EmailBackend")  # console, on stderr
 EMAIL_HOST = envstr("EMAIL_HOST", "localhost")
 EMAIL_PORT = envint("EMAIL_PORT", 587, minimum=1)
 EMAIL_HOST_USER = envstr("EMAIL_HOST_USER")

@@ -79,3 +79,32 @@ def test_it_requires_a_name(owner: User) -> None:
         run("owner@example.com")
 
     assert ApiKey.objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_script_reading_stdout_gets_only_the_key_while_the_notice_goes_to_the_console_on_stderr(
+    owner: User,
+) -> None:
+    """KEY=$(manage.py create_api_key ...): the "new API key" notice, mailed through the default
+    console backend, must not land in the middle of the key."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from dosportal.testing.gateway import test_database_url as database_url_of_this_run
+
+    env = {**os.environ, "DATABASE_URL": database_url_of_this_run(), "EMAIL_BACKEND": "dosportal.mail.EmailBackend"}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "create_api_key", owner.email, "--name", "Script"],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+    assert KEY_PATTERN.fullmatch(result.stdout.strip()), result.stdout
+    assert "Subject: DOS AI: A new API key was created" in result.stderr
+    assert result.stdout.strip() not in result.stderr  # the notice names the key by its hint only
