@@ -22,7 +22,13 @@ from accounts.security import security_event_record
 
 
 class LogoutView(auth_views.LogoutView):
-    """POST only (Django refuses GET with 405), so a link or image cannot sign anyone out."""
+    """POST only (Django refuses GET with 405), so a link or image cannot sign anyone out.
+    The sign-in page then says so (the message outlives the session: it rides in a cookie)."""
+
+    def post(self, request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+        response = super().post(request, *args, **kwargs)
+        messages.success(request, "You are signed out.")
+        return response
 
 
 logout = LogoutView.as_view()

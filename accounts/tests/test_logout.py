@@ -32,3 +32,13 @@ def test_the_layout_signs_out_with_a_post_form(client_for, owner: User) -> None:
     response = client_for(owner).get("/")
 
     assert b'<form method="post" action="/logout/"' in response.content
+
+
+def test_the_sign_in_page_says_you_are_signed_out(client_for, owner: User) -> None:
+    client = client_for(owner)
+
+    page = client.post("/logout/", follow=True)
+
+    assert page.redirect_chain == [("/login/", 302)]
+    assert "You are signed out." in page.content.decode()
+    assert "You are signed out." not in client.get("/login/").content.decode()  # said once
