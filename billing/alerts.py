@@ -1,4 +1,5 @@
-"""E-mail alerts: low available credit (once per crossing) and an opt-in weekly usage summary.
+"""E-mail alerts: low available credit and a key at 80% / 100% of its spend limit (once per
+crossing), and an opt-in weekly usage summary.
 
 Sent by `manage.py send_alerts`, run from cron (every 5 minutes is plenty), not in-line after
 settlement: settlement is on the /v1 hot path, where an SMTP round trip (or an SMTP outage)
@@ -25,6 +26,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.models import User
+from apikeys.models import ApiKey
 from billing.models import AlertSettings, AlertState, CreditAccount, UsageRecord
 from billing.money import format_usd
 
@@ -41,6 +43,7 @@ SUMMARY_TOP_KEYS = 5
 class AlertRun:
     low_balance_sent: int = 0
     low_balance_rearmed: int = 0
+    key_spend_sent: int = 0
     weekly_sent: int = 0
     failed: int = 0
 
@@ -189,11 +192,63 @@ def send_weekly_summaries(*, connection: BaseEmailBackend, run: AlertRun, today:
         run.weekly_sent += sent
 
 
+def key_spend_message(*, api_key: ApiKey, spent_micros: int, limit_micros: int, reached: bool) -> EmailMessage:
+    period = "in total" if api_key.spend_period == "total" else f"this {api_key.spend_period} (UTC)"
+    if reached:
+        subject = f"DOS AI: key “{api_key.name}” reached its spend limit"
+        what = (
+            "Its requests are now refused with 402 (key_spend_limit_exceeded) until the limit resets or you raise it."
+        )
+    else:
+        subject = f"DOS AI: key “{api_key.name}” is at 80% of its spend limit"
+        what = "When it reaches the limit, its requests are refused with 402 until the limit resets or you raise it."
+    link = _site_link("/keys/")
+    body = (
+        f"Your API key “{api_key.name}” ({api_key.hint}) has spent {format_usd(spent_micros, 2)} of its "
+        f"{format_usd(limit_micros, 2)} limit {period}.\n\n{what}\n\n"
+        f"Change the key's settings on the API keys page{f': {link}' if link else ''}.\n"
+        "You get this once per key and period; turn these e-mails off in your settings."
+    )
+    return EmailMessage(subject, body, to=[api_key.owner.email])
+
+
+def send_key_spend_alerts(*, connection: BaseEmailBackend, run: AlertRun, now: dt.datetime) -> None:
+    """80% and 100% of a key's spend limit, once per key, threshold and period."""
+    from apikeys.limits import period_start
+
+    keys = (
+        ApiKey.objects.active()
+        .filter(spend_limit_micros__gt=0, owner__is_active=True, spend_spent_micros__gt=0)
+        .exclude(owner__alert_settings__key_spend_enabled=False)
+        .select_related("owner")
+    )
+    for api_key in keys:
+        limit, spent = api_key.spend_limit_micros, api_key.spent_this_period_micros(now)
+        if spent * 10 < limit * 8:
+            continue
+        reached = spent >= limit
+        kind = AlertState.Kind.KEY_SPEND_100 if reached else AlertState.Kind.KEY_SPEND_80
+        subject = f"{api_key.pk}@{period_start(api_key.spend_period, now).date().isoformat()}"
+        if api_key.spend_period == "total":
+            subject = f"{api_key.pk}@total"
+        if AlertState.objects.filter(user=api_key.owner, kind=kind, subject=subject).exists():
+            continue
+        message = key_spend_message(api_key=api_key, spent_micros=spent, limit_micros=limit, reached=reached)
+        try:
+            sent = _send_once(user=api_key.owner, kind=kind, subject=subject, message=message, connection=connection)
+        except Exception:  # one key's failure must not stop the others (logged, retried)
+            logger.exception("spend alert for key %s not sent; the next run retries", api_key.pk)
+            run.failed += 1
+            continue
+        run.key_spend_sent += sent
+
+
 def alerts_send(*, today: dt.date | None = None) -> AlertRun:
     """Send every alert that is due, each once. Safe to run as often as you like."""
     run = AlertRun()
     today = today or timezone.now().astimezone(dt.UTC).date()
     with get_connection() as connection:
         send_low_balance_alerts(connection=connection, run=run)
+        send_key_spend_alerts(connection=connection, run=run, now=timezone.now())
         send_weekly_summaries(connection=connection, run=run, today=today)
     return run

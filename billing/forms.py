@@ -107,14 +107,15 @@ class AlertSettingsForm(forms.ModelForm):
 
     class Meta:
         model = AlertSettings
-        fields = ["low_balance_enabled", "weekly_summary_enabled"]
+        fields = ["low_balance_enabled", "key_spend_enabled", "weekly_summary_enabled"]
         labels = {
             "low_balance_enabled": "E-mail me when my available credit runs low",
+            "key_spend_enabled": "E-mail me when a key reaches 80% and 100% of its spend limit",
             "weekly_summary_enabled": "E-mail me a weekly usage summary",
         }
         help_texts = {"weekly_summary_enabled": "Requests, tokens and cost of the past week (Monday to Sunday, UTC)."}
 
-    field_order = ["low_balance_enabled", "low_balance_threshold_usd", "weekly_summary_enabled"]
+    field_order = ["low_balance_enabled", "low_balance_threshold_usd", "key_spend_enabled", "weekly_summary_enabled"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("auto_id", "alerts-%s")

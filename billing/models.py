@@ -205,6 +205,7 @@ class AlertSettings(models.Model):
     )
     low_balance_enabled = models.BooleanField(default=True)
     low_balance_threshold_micros = models.BigIntegerField(default=DEFAULT_LOW_BALANCE_MICROS)
+    key_spend_enabled = models.BooleanField(default=True)
     weekly_summary_enabled = models.BooleanField(default=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -224,12 +225,15 @@ class AlertState(models.Model):
     """An alert that was sent and is not due again: once per crossing, not once per request.
 
     Low balance: the row exists while the account stays below its threshold and is deleted
-    when the credit is back above it, which re-arms the alert. Weekly summary: one row per
-    summarised ISO week (`subject`, e.g. "2026-W47").
+    when the credit is back above it, which re-arms the alert. Key spend (80% and 100% of a
+    key's limit): one row per key and period (`subject`: "<key id>@<period start>"), so a new
+    period re-arms it. Weekly summary: one row per summarised ISO week (`subject`, e.g. "2026-W47").
     """
 
     class Kind(models.TextChoices):
         LOW_BALANCE = "low_balance", "Low balance"
+        KEY_SPEND_80 = "key_spend_80", "Key at 80% of its spend limit"
+        KEY_SPEND_100 = "key_spend_100", "Key at its spend limit"
         WEEKLY_SUMMARY = "weekly_summary", "Weekly summary"
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="alert_states")

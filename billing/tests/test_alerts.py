@@ -16,10 +16,13 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 
 from accounts.models import User
+from apikeys.models import ApiKey
 from billing.alerts import alerts_send
 from billing.models import AlertSettings, AlertState, LedgerEntry
 from billing.services import credit_reserve, credits_grant
 from billing.tests.conftest import add_usage, make_key
+
+NOTHING_SENT = "Low-balance alerts sent: 0, re-armed: 0; key spend alerts sent: 0; weekly summaries sent: 0.\n"
 
 pytestmark = pytest.mark.django_db
 
@@ -87,8 +90,12 @@ def test_falling_below_the_threshold_sends_one_email_through_smtp_and_the_next_r
     second = run_alerts()
     third = run_alerts()
 
-    assert first == "Low-balance alerts sent: 1, re-armed: 0; weekly summaries sent: 0.\n"
-    assert second == third == "Low-balance alerts sent: 0, re-armed: 0; weekly summaries sent: 0.\n"
+    assert first == "Low-balance alerts sent: 1, re-armed: 0; key spend alerts sent: 0; weekly summaries sent: 0.\n"
+    assert (
+        second
+        == third
+        == "Low-balance alerts sent: 0, re-armed: 0; key spend alerts sent: 0; weekly summaries sent: 0.\n"
+    )
     (message,) = smtp.messages
     assert message["To"] == "owner@example.com"
     assert message["From"] == "DOS AI <noreply@localhost>"
@@ -116,7 +123,9 @@ def test_the_alert_is_rearmed_once_the_credit_is_back_and_sent_again_on_the_next
     run_alerts()
     set_balance(owner, 20_000_000)  # topped up
 
-    assert run_alerts() == "Low-balance alerts sent: 0, re-armed: 1; weekly summaries sent: 0.\n"
+    assert (
+        run_alerts() == "Low-balance alerts sent: 0, re-armed: 1; key spend alerts sent: 0; weekly summaries sent: 0.\n"
+    )
     assert not AlertState.objects.exists()
     set_balance(owner, 400_000)
     run_alerts()
@@ -341,3 +350,40 @@ def test_two_runs_at_once_send_the_alert_once(smtp: Inbox, owner: User) -> None:
     assert sorted(results) == [0, 1]
     assert len(smtp.messages) == 1
     assert AlertState.objects.filter(user=owner).count() == 1
+
+
+def test_a_key_near_and_at_its_spend_limit_is_mailed_once_per_threshold_and_period(owner: User) -> None:
+    from apikeys.services import KeySettings, api_key_create
+
+    api_key, _raw = api_key_create(
+        owner=owner, name="Batch", settings=KeySettings(spend_limit_micros=10_000, spend_period="day")
+    )
+    mail.outbox.clear()  # the new-key notice
+    ApiKey.objects.filter(pk=api_key.pk).update(spend_spent_micros=7_999)
+    below = alerts_send()
+    ApiKey.objects.filter(pk=api_key.pk).update(spend_spent_micros=8_000)
+    at_80, again_80 = alerts_send(), alerts_send()
+    ApiKey.objects.filter(pk=api_key.pk).update(spend_spent_micros=10_000)
+    at_100, again_100 = alerts_send(), alerts_send()
+
+    assert [run.key_spend_sent for run in (below, at_80, again_80, at_100, again_100)] == [0, 1, 0, 1, 0]
+    assert [message.subject for message in mail.outbox] == [
+        "DOS AI: key “Batch” is at 80% of its spend limit",
+        "DOS AI: key “Batch” reached its spend limit",
+    ]
+    assert "has spent $0.01 of its $0.01 limit this day (UTC)" in mail.outbox[1].body
+    assert mail.outbox[1].to == [owner.email]
+
+
+def test_key_spend_alerts_can_be_turned_off(owner: User) -> None:
+    from apikeys.services import KeySettings, api_key_create
+
+    api_key, _raw = api_key_create(
+        owner=owner, name="Batch", settings=KeySettings(spend_limit_micros=10_000, spend_period="total")
+    )
+    AlertSettings.objects.update_or_create(user=owner, defaults={"key_spend_enabled": False})
+    ApiKey.objects.filter(pk=api_key.pk).update(spend_spent_micros=10_000)
+    mail.outbox.clear()
+
+    assert alerts_send().key_spend_sent == 0
+    assert mail.outbox == []

@@ -1,4 +1,4 @@
-"""`send_alerts`: e-mail every alert that is due (low credit, weekly summaries), each once.
+"""`send_alerts`: e-mail every alert that is due (low credit, keys near their spend limit, weekly summaries), each once.
 
 Run it from cron, e.g. every 5 minutes: `*/5 * * * * cd /srv/dosportal && .venv/bin/python
 manage.py send_alerts`. Exits non-zero when an e-mail could not be sent (it is retried on
@@ -23,7 +23,7 @@ class Command(BaseCommand):
             raise CommandError(f"cannot reach the mail server: {error}") from None
         self.stdout.write(
             f"Low-balance alerts sent: {run.low_balance_sent}, re-armed: {run.low_balance_rearmed}; "
-            f"weekly summaries sent: {run.weekly_sent}."
+            f"key spend alerts sent: {run.key_spend_sent}; weekly summaries sent: {run.weekly_sent}."
         )
         if run.failed:
             raise CommandError(f"{run.failed} alert(s) could not be sent; they are retried on the next run")
