@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import datetime
 
 import pytest
 from django.conf import settings
@@ -11,6 +12,8 @@ from django.core.cache import cache
 from django.test import Client
 
 from accounts.models import User
+from apikeys.models import ApiKey
+from apikeys.services import api_key_create
 
 pytest_plugins = [
     "dosportal.testing.browser",
@@ -61,6 +64,40 @@ def record_sign_in(client: Client, user: User) -> None:
     session["account_authentication_methods_user"] = str(user.pk)
     session["dos_session_seen_at"] = time.time()
     session.save()
+
+
+@pytest.fixture
+def superuser(db: None) -> User:
+    """The one administrator of the tests (its sign-in is recorded by `admin_client`)."""
+    return User.objects.create_superuser("admin@example.com", PASSWORD)
+
+
+@pytest.fixture
+def admin_client(client_for: Callable[..., Client], superuser: User) -> Client:
+    """pytest-django's name, our administrator: signed in as a form sign-in would be."""
+    return client_for(superuser)
+
+
+@pytest.fixture
+def make_key(db: None) -> Callable[..., tuple[ApiKey, str]]:
+    """Create a key through the service: (the ApiKey, its raw key); optionally back-dated or used."""
+
+    def make(
+        owner: User,
+        name: str = "Production backend",
+        *,
+        created_at: datetime | None = None,
+        last_used_at: datetime | None = None,
+    ) -> tuple[ApiKey, str]:
+        api_key, raw_key = api_key_create(owner=owner, name=name)
+        changes = {"created_at": created_at, "last_used_at": last_used_at}
+        changes = {field: value for field, value in changes.items() if value is not None}
+        if changes:
+            ApiKey.objects.filter(pk=api_key.pk).update(**changes)
+            api_key.refresh_from_db()
+        return api_key, raw_key
+
+    return make
 
 
 @pytest.fixture

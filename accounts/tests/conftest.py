@@ -7,16 +7,9 @@ from collections.abc import Callable
 
 import pytest
 
-from accounts.models import User
-
 # A fixed instant for django-ratelimit's clock, so a test never straddles the edge of a
 # counting window (which would reset the counter half-way and make the test flaky).
 FROZEN_NOW = 1_800_000_000.0
-
-
-@pytest.fixture
-def superuser(db: None, password: str) -> User:
-    return User.objects.create_superuser("admin@example.com", password)
 
 
 @pytest.fixture

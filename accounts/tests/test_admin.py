@@ -9,11 +9,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def admin_client_(client_for, superuser: User) -> Client:
-    return client_for(superuser)
-
-
-@pytest.fixture
 def members(owner: User, outsider: User) -> list[User]:
     pro = User.objects.create_user("pro.customer@example.com", "x", plan="pro")
     plus = User.objects.create_user("plus.customer@example.com", "x", plan="plus")
@@ -24,8 +19,8 @@ def listed_emails(response) -> list[str]:
     return [user.email for user in response.context["cl"].result_list]
 
 
-def test_it_lists_users_with_email_plan_date_joined_and_last_login(admin_client_: Client, members) -> None:
-    response = admin_client_.get("/admin/accounts/user/")
+def test_it_lists_users_with_email_plan_date_joined_and_last_login(admin_client: Client, members) -> None:
+    response = admin_client.get("/admin/accounts/user/")
 
     assert response.status_code == 200
     assert list(response.context["cl"].list_display)[:5] == [
@@ -47,23 +42,23 @@ def test_it_lists_users_with_email_plan_date_joined_and_last_login(admin_client_
     ]
 
 
-def test_it_searches_users_by_email(admin_client_: Client, members) -> None:
-    response = admin_client_.get("/admin/accounts/user/", {"q": "customer@"})
+def test_it_searches_users_by_email(admin_client: Client, members) -> None:
+    response = admin_client.get("/admin/accounts/user/", {"q": "customer@"})
 
     assert response.status_code == 200
     assert listed_emails(response) == ["plus.customer@example.com", "pro.customer@example.com"]
 
 
-def test_it_filters_users_by_plan(admin_client_: Client, members) -> None:
-    response = admin_client_.get("/admin/accounts/user/", {"plan__exact": "pro"})
+def test_it_filters_users_by_plan(admin_client: Client, members) -> None:
+    response = admin_client.get("/admin/accounts/user/", {"plan__exact": "pro"})
 
     assert response.status_code == 200
     assert listed_emails(response) == ["pro.customer@example.com"]
     assert response.context["cl"].filter_specs[0].field_path == "plan"
 
 
-def test_it_creates_a_user_with_email_and_password(admin_client_: Client) -> None:
-    response = admin_client_.post(
+def test_it_creates_a_user_with_email_and_password(admin_client: Client) -> None:
+    response = admin_client.post(
         "/admin/accounts/user/add/",
         {
             "email": "Added@Example.com",
@@ -78,8 +73,8 @@ def test_it_creates_a_user_with_email_and_password(admin_client_: Client) -> Non
     assert user.plan == "free"
 
 
-def test_it_changes_a_users_plan_and_limits(admin_client_: Client, owner: User) -> None:
-    response = admin_client_.post(
+def test_it_changes_a_users_plan_and_limits(admin_client: Client, owner: User) -> None:
+    response = admin_client.post(
         f"/admin/accounts/user/{owner.pk}/change/",
         {"email": owner.email, "plan": "plus", "tokens_per_minute_override": "750000", "is_active": "on"},
     )

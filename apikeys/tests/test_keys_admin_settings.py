@@ -14,11 +14,10 @@ from billing.seed import SEED, ensure
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def admin_client_(client_for, superuser) -> Client:
+@pytest.fixture(autouse=True)
+def seeded_models(db: None) -> None:
     for row in SEED:
         ensure(ServedModel, row)
-    return client_for(superuser)
 
 
 def form_data(api_key: ApiKey, **changes: str) -> dict[str, str]:
@@ -35,12 +34,12 @@ def form_data(api_key: ApiKey, **changes: str) -> dict[str, str]:
     }
 
 
-def test_the_settings_are_saved_through_the_service(admin_client_: Client, owner, make_key) -> None:
+def test_the_settings_are_saved_through_the_service(admin_client: Client, owner, make_key) -> None:
     api_key, _ = make_key(owner, "ci")
     url = f"/admin/apikeys/apikey/{api_key.pk}/change/"
-    assert "Settings" in admin_client_.get(url).content.decode()
+    assert "Settings" in admin_client.get(url).content.decode()
 
-    response = admin_client_.post(
+    response = admin_client.post(
         url,
         form_data(
             api_key,
@@ -77,9 +76,9 @@ def test_the_settings_are_saved_through_the_service(admin_client_: Client, owner
         ({"max_concurrency": "0"}, "max_concurrency", None),
     ],
 )
-def test_bad_settings_are_form_errors(admin_client_: Client, owner, make_key, changes, field, message) -> None:
+def test_bad_settings_are_form_errors(admin_client: Client, owner, make_key, changes, field, message) -> None:
     api_key, _ = make_key(owner, "ci")
-    response = admin_client_.post(f"/admin/apikeys/apikey/{api_key.pk}/change/", form_data(api_key, **changes))
+    response = admin_client.post(f"/admin/apikeys/apikey/{api_key.pk}/change/", form_data(api_key, **changes))
     assert response.status_code == 200
     errors = response.context["adminform"].form.errors
     assert field in errors
@@ -88,20 +87,20 @@ def test_bad_settings_are_form_errors(admin_client_: Client, owner, make_key, ch
     assert ApiKey.objects.get(pk=api_key.pk).allowed_ips is None
 
 
-def test_the_revoke_button_revokes_by_post_only(admin_client_: Client, owner, make_key) -> None:
+def test_the_revoke_button_revokes_by_post_only(admin_client: Client, owner, make_key) -> None:
     api_key, _ = make_key(owner, "ci")
     change_url = f"/admin/apikeys/apikey/{api_key.pk}/change/"
-    page = admin_client_.get(change_url).content.decode()
+    page = admin_client.get(change_url).content.decode()
     assert f'action="/admin/apikeys/apikey/{api_key.pk}/revoke/"' in page
     assert ">Revoke</button>" in page
 
-    assert admin_client_.get(f"/admin/apikeys/apikey/{api_key.pk}/revoke/").status_code == 405
-    response = admin_client_.post(f"/admin/apikeys/apikey/{api_key.pk}/revoke/")
+    assert admin_client.get(f"/admin/apikeys/apikey/{api_key.pk}/revoke/").status_code == 405
+    response = admin_client.post(f"/admin/apikeys/apikey/{api_key.pk}/revoke/")
 
     assert response.status_code == 302
     assert response["Location"] == change_url
     assert ApiKey.objects.get(pk=api_key.pk).revoked_at is not None
-    assert ">Revoke</button>" not in admin_client_.get(change_url).content.decode()
+    assert ">Revoke</button>" not in admin_client.get(change_url).content.decode()
 
 
 def test_a_non_staff_user_cannot_revoke(client_for, owner, make_key) -> None:

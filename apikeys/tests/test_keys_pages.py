@@ -311,21 +311,21 @@ def test_create_refuses_get(owner_client: Client) -> None:
 # --- Delete ------------------------------------------------------------------------
 
 
-def test_it_asks_for_confirmation_naming_the_key_on_a_page_of_its_own(owner_client: Client, api_key: ApiKey) -> None:
-    response = owner_client.get(f"/keys/{api_key.pk}/delete/")
+def test_it_asks_for_confirmation_naming_the_key_on_a_page_of_its_own(owner_client: Client, owner_key: ApiKey) -> None:
+    response = owner_client.get(f"/keys/{owner_key.pk}/delete/")
 
     assert response.status_code == 200
     content = response.content.decode()
     assert content.startswith("<!doctype html>")
     assert CONFIRMATION in content
-    assert f'<form method="post" action="/keys/{api_key.pk}/revoke/"' in content
+    assert f'<form method="post" action="/keys/{owner_key.pk}/revoke/"' in content
     assert '<a class="btn" href="/keys/">Cancel</a>' in content
-    api_key.refresh_from_db()
-    assert api_key.revoked_at is None
+    owner_key.refresh_from_db()
+    assert owner_key.revoked_at is None
 
 
-def test_an_htmx_delete_gets_the_confirmation_as_a_dialog(owner_client: Client, api_key: ApiKey) -> None:
-    response = owner_client.get(f"/keys/{api_key.pk}/delete/", **HTMX)
+def test_an_htmx_delete_gets_the_confirmation_as_a_dialog(owner_client: Client, owner_key: ApiKey) -> None:
+    response = owner_client.get(f"/keys/{owner_key.pk}/delete/", **HTMX)
 
     assert response.status_code == 200
     content = response.content.decode()
@@ -374,83 +374,85 @@ def test_an_htmx_revoke_returns_the_list_without_the_row_and_the_message(
     assert "Revoked “Production backend”" not in owner_client.get("/keys/").content.decode()
 
 
-def test_revoking_the_last_key_brings_back_the_empty_state(owner_client: Client, api_key: ApiKey) -> None:
-    response = owner_client.post(f"/keys/{api_key.pk}/revoke/", **HTMX)
+def test_revoking_the_last_key_brings_back_the_empty_state(owner_client: Client, owner_key: ApiKey) -> None:
+    response = owner_client.post(f"/keys/{owner_key.pk}/revoke/", **HTMX)
 
     assert row_ids(response) == []
     assert "Create your first API key" in response.content.decode()
 
 
-def test_a_revoked_key_row_stays_in_the_database(owner_client: Client, api_key: ApiKey) -> None:
-    owner_client.post(f"/keys/{api_key.pk}/revoke/")
+def test_a_revoked_key_row_stays_in_the_database(owner_client: Client, owner_key: ApiKey) -> None:
+    owner_client.post(f"/keys/{owner_key.pk}/revoke/")
 
-    assert ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=False).count() == 1
-
-
-def test_revoke_refuses_get(owner_client: Client, api_key: ApiKey) -> None:
-    response = owner_client.get(f"/keys/{api_key.pk}/revoke/")
-
-    assert response.status_code == 405
-    api_key.refresh_from_db()
-    assert api_key.revoked_at is None
+    assert ApiKey.objects.filter(pk=owner_key.pk, revoked_at__isnull=False).count() == 1
 
 
-def test_the_confirmation_url_refuses_post(owner_client: Client, api_key: ApiKey) -> None:
-    response = owner_client.post(f"/keys/{api_key.pk}/delete/")
+def test_revoke_refuses_get(owner_client: Client, owner_key: ApiKey) -> None:
+    response = owner_client.get(f"/keys/{owner_key.pk}/revoke/")
 
     assert response.status_code == 405
-    api_key.refresh_from_db()
-    assert api_key.revoked_at is None
+    owner_key.refresh_from_db()
+    assert owner_key.revoked_at is None
+
+
+def test_the_confirmation_url_refuses_post(owner_client: Client, owner_key: ApiKey) -> None:
+    response = owner_client.post(f"/keys/{owner_key.pk}/delete/")
+
+    assert response.status_code == 405
+    owner_key.refresh_from_db()
+    assert owner_key.revoked_at is None
 
 
 # --- Another user's key ------------------------------------------------------------
 
 
-def test_it_refuses_to_confirm_another_users_key(client_for, outsider: User, api_key: ApiKey) -> None:
-    response = client_for(outsider).get(f"/keys/{api_key.pk}/delete/")
+def test_it_refuses_to_confirm_another_users_key(client_for, outsider: User, owner_key: ApiKey) -> None:
+    response = client_for(outsider).get(f"/keys/{owner_key.pk}/delete/")
 
     assert response.status_code == 404
     assert "Production backend" not in response.content.decode()
 
 
-def test_it_refuses_to_revoke_another_users_key(client_for, outsider: User, api_key: ApiKey) -> None:
+def test_it_refuses_to_revoke_another_users_key(client_for, outsider: User, owner_key: ApiKey) -> None:
     for extra in ({}, HTMX):
-        response = client_for(outsider).post(f"/keys/{api_key.pk}/revoke/", **extra)
+        response = client_for(outsider).post(f"/keys/{owner_key.pk}/revoke/", **extra)
 
         assert response.status_code == 404
-    api_key.refresh_from_db()
-    assert api_key.revoked_at is None
+    owner_key.refresh_from_db()
+    assert owner_key.revoked_at is None
 
 
 def test_another_users_key_and_a_key_that_never_existed_look_the_same(
-    client_for, outsider: User, api_key: ApiKey
+    client_for, outsider: User, owner_key: ApiKey
 ) -> None:
     client = client_for(outsider)
 
-    theirs = client.get(f"/keys/{api_key.pk}/delete/")
-    missing = client.get(f"/keys/{api_key.pk + 1000}/delete/")
+    theirs = client.get(f"/keys/{owner_key.pk}/delete/")
+    missing = client.get(f"/keys/{owner_key.pk + 1000}/delete/")
 
     assert theirs.status_code == missing.status_code == 404
     assert theirs.content == missing.content
 
 
-def test_revoking_a_key_already_revoked_in_another_tab_says_so_politely(owner_client: Client, api_key: ApiKey) -> None:
-    assert owner_client.post(f"/keys/{api_key.pk}/revoke/").status_code == 302
-    revoked_at = ApiKey.objects.get(pk=api_key.pk).revoked_at
+def test_revoking_a_key_already_revoked_in_another_tab_says_so_politely(
+    owner_client: Client, owner_key: ApiKey
+) -> None:
+    assert owner_client.post(f"/keys/{owner_key.pk}/revoke/").status_code == 302
+    revoked_at = ApiKey.objects.get(pk=owner_key.pk).revoked_at
 
-    again = owner_client.post(f"/keys/{api_key.pk}/revoke/", follow=True)
+    again = owner_client.post(f"/keys/{owner_key.pk}/revoke/", follow=True)
 
     assert again.redirect_chain == [("/keys/", 302)]
     assert "“Production backend” was already revoked. Requests using it fail." in again.content.decode()
-    assert ApiKey.objects.get(pk=api_key.pk).revoked_at == revoked_at
+    assert ApiKey.objects.get(pk=owner_key.pk).revoked_at == revoked_at
 
 
 def test_an_htmx_revoke_of_a_revoked_key_returns_the_list_and_the_message(
-    owner_client: Client, api_key: ApiKey
+    owner_client: Client, owner_key: ApiKey
 ) -> None:
-    api_key_revoke(api_key=api_key)
+    api_key_revoke(api_key=owner_key)
 
-    response = owner_client.post(f"/keys/{api_key.pk}/revoke/", **HTMX)
+    response = owner_client.post(f"/keys/{owner_key.pk}/revoke/", **HTMX)
 
     assert response.status_code == 200
     content = response.content.decode()
@@ -460,23 +462,23 @@ def test_an_htmx_revoke_of_a_revoked_key_returns_the_list_and_the_message(
 
 
 def test_the_confirmation_of_a_revoked_key_goes_back_to_the_list_with_a_message(
-    owner_client: Client, api_key: ApiKey
+    owner_client: Client, owner_key: ApiKey
 ) -> None:
-    api_key_revoke(api_key=api_key)
+    api_key_revoke(api_key=owner_key)
 
-    response = owner_client.get(f"/keys/{api_key.pk}/delete/", follow=True)
+    response = owner_client.get(f"/keys/{owner_key.pk}/delete/", follow=True)
 
     assert response.redirect_chain == [("/keys/", 302)]
     assert "“Production backend” was already revoked." in response.content.decode()
 
 
 def test_an_htmx_confirmation_of_a_revoked_key_says_so_and_refreshes_the_list(
-    owner_client: Client, owner: User, api_key: ApiKey, make_key
+    owner_client: Client, owner: User, owner_key: ApiKey, make_key
 ) -> None:
     other, _ = make_key(owner, "Staging")
-    api_key_revoke(api_key=api_key)
+    api_key_revoke(api_key=owner_key)
 
-    response = owner_client.get(f"/keys/{api_key.pk}/delete/", **HTMX)
+    response = owner_client.get(f"/keys/{owner_key.pk}/delete/", **HTMX)
 
     assert response.status_code == 200
     content = response.content.decode()
@@ -495,24 +497,24 @@ def csrf_client(client_for, owner: User) -> Client:
     return client_for(owner, enforce_csrf_checks=True)
 
 
-def test_every_post_without_a_csrf_token_is_refused(csrf_client: Client, api_key: ApiKey) -> None:
+def test_every_post_without_a_csrf_token_is_refused(csrf_client: Client, owner_key: ApiKey) -> None:
     for extra in ({}, HTMX):
         assert csrf_client.post("/keys/create/", {"name": "Forged"}, **extra).status_code == 403
-        assert csrf_client.post(f"/keys/{api_key.pk}/revoke/", **extra).status_code == 403
+        assert csrf_client.post(f"/keys/{owner_key.pk}/revoke/", **extra).status_code == 403
 
     assert ApiKey.objects.count() == 1
-    api_key.refresh_from_db()
-    assert api_key.revoked_at is None
+    owner_key.refresh_from_db()
+    assert owner_key.revoked_at is None
 
 
-def test_a_post_with_the_pages_csrf_token_is_accepted(csrf_client: Client, api_key: ApiKey) -> None:
+def test_a_post_with_the_pages_csrf_token_is_accepted(csrf_client: Client, owner_key: ApiKey) -> None:
     page = csrf_client.get("/keys/")
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.content.decode()).group(1)
     header_token = re.search(r'"x-csrftoken": "([^"]+)"', page.content.decode()).group(1)
 
     created = csrf_client.post("/keys/create/", {"name": "Real", "csrfmiddlewaretoken": token})
     # htmx sends the token from <body hx-headers> as a header instead.
-    revoked = csrf_client.post(f"/keys/{api_key.pk}/revoke/", HTTP_X_CSRFTOKEN=header_token, **HTMX)
+    revoked = csrf_client.post(f"/keys/{owner_key.pk}/revoke/", HTTP_X_CSRFTOKEN=header_token, **HTMX)
 
     assert created.status_code == 200
     assert revoked.status_code == 200

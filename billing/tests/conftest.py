@@ -18,19 +18,15 @@ from django.utils import timezone
 
 from accounts.models import User
 from apikeys.models import ApiKey
-from apikeys.services import api_key_create, api_key_revoke
+from apikeys.services import api_key_revoke
 from billing.models import ServedModel, UsageRecord
 from billing.services import credit_reserve, usage_settle
 from billing.settlement import Settlement
+from dosportal.testing.keys import key_for
 
 CHAT_COST = 1_250
 EMBED_COST = 40
 _request_ids = itertools.count(1)
-
-
-def make_key(owner: User, name: str) -> ApiKey:
-    api_key, _raw = api_key_create(owner=owner, name=name)
-    return api_key
 
 
 def add_usage(
@@ -117,11 +113,11 @@ class History:
 
 @pytest.fixture
 def history(owner: User, outsider: User) -> History:
-    production = make_key(owner, "Production backend")
-    leaked = make_key(owner, "CI runner")
-    unused_revoked = make_key(owner, "Old laptop")
+    production = key_for(owner, "Production backend")
+    leaked = key_for(owner, "CI runner")
+    unused_revoked = key_for(owner, "Old laptop")
     api_key_revoke(api_key=unused_revoked)
-    outsider_key = make_key(outsider, "Outsider app")
+    outsider_key = key_for(outsider, "Outsider app")
 
     # Production: 10 chat requests every other day, 5 embeddings on one day, one failed call.
     for days_ago in (10, 8, 6, 4, 2):

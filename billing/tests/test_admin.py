@@ -15,17 +15,6 @@ from billing.models import CreditAccount, LedgerEntry, ServedModel, UsageRecord
 from billing.services import credit_reserve, credits_grant
 from billing.tests.conftest import History
 
-
-@pytest.fixture
-def admin_user(db: None) -> User:
-    return User.objects.create_superuser("admin@example.com", "admin-password-1")
-
-
-@pytest.fixture
-def admin_client(admin_user: User, client_for) -> Client:
-    return client_for(admin_user)
-
-
 # The model's upstream endpoints are an inline formset: a post carries its management form.
 NO_ENDPOINTS = {"endpoints-TOTAL_FORMS": "0", "endpoints-INITIAL_FORMS": "0"}
 
@@ -130,7 +119,7 @@ def test_the_credit_account_page_is_read_only_and_links_to_the_grant_form(admin_
 
 
 def test_the_grant_form_writes_a_ledger_entry_through_the_service(
-    admin_client: Client, admin_user: User, owner: User
+    admin_client: Client, superuser: User, owner: User
 ) -> None:
     url = f"/admin/billing/creditaccount/{owner.pk}/grant/"
     assert "Grant credits to owner@example.com" in page(admin_client.get(url))
@@ -145,7 +134,7 @@ def test_the_grant_form_writes_a_ledger_entry_through_the_service(
         20_000_000,
         25_000_000,
         "Invoice 2026-0142",
-        admin_user,
+        superuser,
     )
     assert CreditAccount.objects.get(user=owner).balance_micros == 25_000_000
     assert LogEntry.objects.get().change_message == f"Top-up $20.000000 (ledger entry {entry.pk})"

@@ -20,7 +20,8 @@ from apikeys.models import ApiKey
 from billing.alerts import alerts_send
 from billing.models import AlertSettings, AlertState, LedgerEntry
 from billing.services import credit_reserve, credits_grant
-from billing.tests.conftest import add_usage, make_key
+from billing.tests.conftest import add_usage
+from dosportal.testing.keys import key_for
 
 NOTHING_SENT = "Low-balance alerts sent: 0, re-armed: 0; key spend alerts sent: 0; weekly summaries sent: 0.\n"
 
@@ -217,14 +218,14 @@ def test_through_the_test_outbox_too(owner: User, settings) -> None:
 def test_the_weekly_summary_is_opt_in_and_sent_once_per_week(owner: User, outsider: User, settings) -> None:
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     AlertSettings.objects.create(user=owner, weekly_summary_enabled=True)
-    api_key = make_key(owner, "Production backend")
+    api_key = key_for(owner, "Production backend")
     today = dt.datetime.now(dt.UTC).date()
     last_monday = today - dt.timedelta(days=today.weekday() + 7)
     days_ago = (today - last_monday).days
     add_usage(api_key, days_ago=days_ago, count=4)  # last week's Monday
     add_usage(api_key, days_ago=days_ago - 6, count=1, status_code=500, cost_micros=0)  # its Sunday
     add_usage(api_key, days_ago=days_ago + 1, count=50)  # the week before: not in it
-    add_usage(make_key(outsider, "Theirs"), days_ago=days_ago, count=9)
+    add_usage(key_for(outsider, "Theirs"), days_ago=days_ago, count=9)
     mail.outbox.clear()  # the "new API key" notices of the set-up
 
     first = alerts_send(today=today)

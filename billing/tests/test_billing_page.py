@@ -13,8 +13,9 @@ from accounts.services import account_set_limits, account_set_plan
 from apikeys.models import ApiKey
 from billing.models import CreditAccount, LedgerEntry, ServedModel
 from billing.services import credit_reserve, credits_grant
-from billing.tests.conftest import make_key, settle_usage
+from billing.tests.conftest import settle_usage
 from billing.tests.test_usage_page import html_of, row
+from dosportal.testing.keys import key_for
 
 
 def ledger_rows(html: str) -> list[str]:
@@ -23,7 +24,7 @@ def ledger_rows(html: str) -> list[str]:
 
 def settle_chat(owner: User, request_id: str, *, prompt_tokens: int, completion_tokens: int) -> None:
     settle_usage(
-        make_key(owner, f"key for {request_id}"),
+        key_for(owner, f"key for {request_id}"),
         request_id,
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,

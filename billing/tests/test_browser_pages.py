@@ -14,7 +14,8 @@ from accounts.models import User
 from accounts.services import account_set_limits, account_set_plan
 from billing.models import LedgerEntry, ServedModel
 from billing.services import credit_reserve, credits_grant
-from billing.tests.conftest import History, make_key, settle_usage
+from billing.tests.conftest import History, settle_usage
+from dosportal.testing.keys import key_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -95,7 +96,7 @@ def test_the_billing_page_in_a_browser(live_server, page, artifacts_dir: Path, o
     account_set_plan(user=owner, plan="plus")
     account_set_limits(user=owner, requests_per_minute=500, tokens_per_minute=1_000_000)
     credits_grant(user=owner, amount_micros=25_000_000, kind=LedgerEntry.Kind.TOPUP, note="Invoice 2026-0142")
-    api_key = make_key(owner, "Production backend")
+    api_key = key_for(owner, "Production backend")
     now = dt.datetime.now(dt.UTC)
     for index in range(28):
         settle_usage(

@@ -20,7 +20,8 @@ from accounts.models import User
 from billing.models import CreditAccount, LedgerEntry, UsageRecord
 from billing.selectors import ledger_sum_micros
 from billing.services import credits_grant
-from billing.tests.conftest import History, add_usage, make_key, settle_usage
+from billing.tests.conftest import History, add_usage, settle_usage
+from dosportal.testing.keys import key_for
 
 pytestmark = pytest.mark.django_db
 
@@ -185,7 +186,7 @@ def test_an_outsider_exports_only_their_own_usage(history: History, outsider: Us
 
 
 def test_text_a_spreadsheet_would_run_as_a_formula_is_neutralised(owner: User, client_for) -> None:
-    api_key = make_key(owner, '=HYPERLINK("http://evil.example","click")')
+    api_key = key_for(owner, '=HYPERLINK("http://evil.example","click")')
     add_usage(api_key, days_ago=0)
 
     (row,) = csv_of(client_for(owner).get("/usage/export.csv"))
@@ -216,7 +217,7 @@ def charge(api_key, request_id: str, *, completion_tokens: int = 100) -> None:
 @pytest.fixture
 def charged(owner: User) -> dict[str, object]:
     """The sign-up credit; 3 charges of one key yesterday, 2 today; 4 of another key today; a top-up today."""
-    production, batch = make_key(owner, "Production backend"), make_key(owner, "Batch jobs")
+    production, batch = key_for(owner, "Production backend"), key_for(owner, "Batch jobs")
     for index in range(3):
         charge(production, f"req_y{index}")
     yesterday = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)

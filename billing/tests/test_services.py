@@ -20,7 +20,7 @@ from billing.models import CreditAccount, CreditHold, LedgerEntry, UsageRecord
 from billing.selectors import ledger_sum_micros
 from billing.services import CreditError, credit_reserve, credits_grant, usage_settle
 from billing.settlement import Settlement
-from billing.tests.conftest import make_key
+from dosportal.testing.keys import key_for
 
 
 def account_of(user: User) -> CreditAccount:
@@ -123,7 +123,7 @@ def test_a_reservation_holds_credit_and_fails_when_the_available_credit_is_short
 
 
 def test_settling_charges_the_actual_cost_and_releases_the_hold(owner: User) -> None:
-    api_key = make_key(owner, "k")
+    api_key = key_for(owner, "k")
     hold_id = credit_reserve(user_id=owner.pk, amount_micros=10_000, request_id="req_1")
 
     record = usage_settle(settlement=outcome(owner, api_key, "req_1", hold_id=hold_id, cost=1_468))
@@ -137,7 +137,7 @@ def test_settling_charges_the_actual_cost_and_releases_the_hold(owner: User) -> 
 
 
 def test_a_request_is_settled_exactly_once(owner: User) -> None:
-    api_key = make_key(owner, "k")
+    api_key = key_for(owner, "k")
     hold_id = credit_reserve(user_id=owner.pk, amount_micros=10_000, request_id="req_1")
 
     assert usage_settle(settlement=outcome(owner, api_key, "req_1", hold_id=hold_id, cost=5_000)) is not None
@@ -149,7 +149,7 @@ def test_a_request_is_settled_exactly_once(owner: User) -> None:
 
 
 def test_a_failed_upstream_call_is_recorded_but_not_charged(owner: User) -> None:
-    api_key = make_key(owner, "k")
+    api_key = key_for(owner, "k")
     hold_id = credit_reserve(user_id=owner.pk, amount_micros=10_000, request_id="req_1")
 
     record = usage_settle(settlement=outcome(owner, api_key, "req_1", hold_id=hold_id, cost=0, status=502))
@@ -162,7 +162,7 @@ def test_a_failed_upstream_call_is_recorded_but_not_charged(owner: User) -> None
 
 
 def test_a_charge_above_the_credit_stops_at_zero_and_never_takes_other_holds(owner: User) -> None:
-    api_key = make_key(owner, "k")
+    api_key = key_for(owner, "k")
     other_hold = credit_reserve(user_id=owner.pk, amount_micros=1_000_000, request_id="req_other")
     hold_id = credit_reserve(user_id=owner.pk, amount_micros=1_000, request_id="req_1")
 
@@ -201,7 +201,7 @@ def run_concurrently(count: int, task: Callable[[int], Any]) -> list[Any]:
 @pytest.mark.django_db(transaction=True)
 def test_fifty_concurrent_reservations_against_credit_for_ten_admit_exactly_ten(owner: User) -> None:
     credits_grant(user=owner, amount_micros=-4_000_000, kind="adjustment")  # $1.00 left: 10 × $0.10
-    api_key = make_key(owner, "k")
+    api_key = key_for(owner, "k")
 
     holds = run_concurrently(
         50, lambda index: credit_reserve(user_id=owner.pk, amount_micros=100_000, request_id=f"req_{index}")
@@ -232,7 +232,7 @@ def test_fifty_concurrent_reservations_against_credit_for_ten_admit_exactly_ten(
 @on_postgresql
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_settlements_of_one_request_charge_it_once(owner: User) -> None:
-    api_key = make_key(owner, "k")
+    api_key = key_for(owner, "k")
     hold_id = credit_reserve(user_id=owner.pk, amount_micros=50_000, request_id="req_1")
 
     results = run_concurrently(

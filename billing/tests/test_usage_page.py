@@ -8,8 +8,9 @@ import re
 from django.test import Client
 
 from accounts.models import User
-from billing.tests.conftest import History, add_usage, make_key
+from billing.tests.conftest import History, add_usage
 from dosportal.testing.html import text_of
+from dosportal.testing.keys import key_for
 
 
 def html_of(response) -> str:
@@ -47,7 +48,7 @@ def test_it_shows_an_empty_state_when_there_is_no_usage(owner: User, client_for)
 
 
 def test_usage_older_than_the_window_is_not_shown_but_mentioned(owner: User, client_for) -> None:
-    add_usage(make_key(owner, "Last quarter"), days_ago=45, count=3)
+    add_usage(key_for(owner, "Last quarter"), days_ago=45, count=3)
 
     html = html_of(client_for(owner).get("/usage/"))
 
@@ -232,7 +233,7 @@ def test_an_htmx_request_gets_only_the_usage_body(history: History, owner: User,
 
 
 def test_a_second_user_key_with_a_burst_is_flagged_on_its_own_row(owner: User, client_for) -> None:
-    steady = make_key(owner, "Steady")
+    steady = key_for(owner, "Steady")
     for days_ago in range(1, 8):
         add_usage(steady, days_ago=days_ago, count=4)
     add_usage(steady, days_ago=0, count=40)
@@ -252,7 +253,7 @@ def test_the_page_costs_a_fixed_number_of_queries_however_many_keys_and_days(
 ) -> None:
     client = client_for(owner)
     for index in range(10):
-        add_usage(make_key(owner, f"extra {index}"), days_ago=index, count=3)
+        add_usage(key_for(owner, f"extra {index}"), days_ago=index, count=3)
 
     # session, user, daily, per key, their keys, per model, filter keys
     with django_assert_max_num_queries(8):

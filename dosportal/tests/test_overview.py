@@ -6,8 +6,9 @@ from accounts.models import User
 from apikeys.services import api_key_create, api_key_revoke
 from billing.models import CreditAccount
 from billing.services import credits_grant
-from billing.tests.conftest import add_usage, make_key
+from billing.tests.conftest import add_usage
 from dosportal.testing.html import text_of
+from dosportal.testing.keys import key_for
 
 pytestmark = pytest.mark.django_db
 
@@ -150,10 +151,10 @@ def test_before_any_usage_it_explains_the_first_request(client_for, owner: User)
 def test_after_usage_it_shows_spend_today_and_this_month_and_requests_and_tokens_today(
     client_for, owner: User, outsider: User
 ) -> None:
-    production = make_key(owner, "Production backend")
+    production = key_for(owner, "Production backend")
     add_usage(production, days_ago=0, count=3)  # 3 × (1,000 + 500 tokens, 1,250 µUSD)
     add_usage(production, days_ago=1, count=2)
-    add_usage(make_key(outsider, "Theirs"), days_ago=0, count=50)
+    add_usage(key_for(outsider, "Theirs"), days_ago=0, count=50)
 
     response = client_for(owner).get("/")
 
@@ -182,10 +183,10 @@ def test_the_active_keys_are_listed_most_recently_used_first(client_for, owner: 
 
     from apikeys.models import ApiKey
 
-    never = make_key(owner, "Never used")
-    old = make_key(owner, "Used last week")
-    recent = make_key(owner, "Used a minute ago")
-    revoked = make_key(owner, "Revoked")
+    never = key_for(owner, "Never used")
+    old = key_for(owner, "Used last week")
+    recent = key_for(owner, "Used a minute ago")
+    revoked = key_for(owner, "Revoked")
     ApiKey.objects.filter(pk=old.pk).update(last_used_at=timezone.now() - timedelta(days=7))
     ApiKey.objects.filter(pk=recent.pk).update(last_used_at=timezone.now() - timedelta(minutes=1))
     add_usage(recent, days_ago=0)
@@ -209,7 +210,7 @@ def _set_balance(user: User, micros: int) -> None:
 @pytest.fixture
 def a_dollar_a_day(owner: User) -> None:
     """7 days × 800 requests × 1,250 µUSD = $7.00 in the week: $1.00 a day on average."""
-    production = make_key(owner, "Production backend")
+    production = key_for(owner, "Production backend")
     for days_ago in range(7):
         add_usage(production, days_ago=days_ago, count=800)
 
