@@ -9,7 +9,12 @@ from django.http import HttpRequest
 
 from accounts.models import SecurityEvent, User
 from accounts.security import SecurityContext, security_event_record
-from accounts.services import account_mark_email_verified, account_open_verified, limits_summary
+from accounts.services import (
+    account_mark_email_verified,
+    account_open_verified,
+    account_set_limits,
+    account_set_plan,
+)
 
 
 class PortalUserCreationForm(UserCreationForm):
@@ -48,26 +53,31 @@ class UserAdmin(BaseUserAdmin):
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
 
     def save_model(self, request: HttpRequest, obj: User, form: ModelForm, change: bool) -> None:
+        """The plan and the limits change through their services (which validate and log them);
+        the form saves the rest."""
         before = User.objects.filter(pk=obj.pk).values(*_LOGGED_FIELDS).first() if change else None
-        super().save_model(request, obj, form, change)
         if not change:
+            super().save_model(request, obj, form, change)
             # Made by an operator: verified and credited at once, like create_user.
             account_open_verified(user=obj)
             return
+        wanted_plan = obj.plan
+        wanted_limits = (obj.requests_per_minute_override, obj.tokens_per_minute_override)
+        obj.plan = before["plan"]
+        obj.requests_per_minute_override = before["requests_per_minute_override"]
+        obj.tokens_per_minute_override = before["tokens_per_minute_override"]
+        super().save_model(request, obj, form, change)
         context = SecurityContext.from_request(request)
         if before["email"] != obj.email:
             account_mark_email_verified(user=obj)
             security_event_record(
                 user=obj, kind=SecurityEvent.Kind.EMAIL_CHANGED, context=context, detail=f"now {obj.email}"
             )
-        if before["plan"] != obj.plan:
-            security_event_record(
-                user=obj, kind=SecurityEvent.Kind.PLAN_CHANGED, context=context, detail=f"{before['plan']} → {obj.plan}"
-            )
-        limits_before = (before["requests_per_minute_override"], before["tokens_per_minute_override"])
-        if limits_before != (obj.requests_per_minute_override, obj.tokens_per_minute_override):
-            security_event_record(
-                user=obj, kind=SecurityEvent.Kind.LIMITS_CHANGED, context=context, detail=limits_summary(obj)
+        if wanted_plan != before["plan"]:
+            account_set_plan(user=obj, plan=wanted_plan, context=context)
+        if wanted_limits != (before["requests_per_minute_override"], before["tokens_per_minute_override"]):
+            account_set_limits(
+                user=obj, requests_per_minute=wanted_limits[0], tokens_per_minute=wanted_limits[1], context=context
             )
 
 
