@@ -6,10 +6,10 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from billing.money import cost_micros
+from billing.money import PricedPerMillion
 
 
-class ServedModel(models.Model):
+class ServedModel(PricedPerMillion, models.Model):
     """A public model name, the upstream model it maps to, and its prices."""
 
     class Kind(models.TextChoices):
@@ -45,15 +45,6 @@ class ServedModel(models.Model):
     @property
     def upstream_name(self) -> str:
         return self.upstream_model or self.name
-
-    def price(self, *, prompt_tokens: int, completion_tokens: int) -> int:
-        """What these tokens cost on this model, in micro-USD (rounded up)."""
-        return cost_micros(
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            input_price_per_million=self.input_price_micros_per_million,
-            output_price_per_million=self.output_price_micros_per_million,
-        )
 
 
 class UpstreamEndpoint(models.Model):

@@ -68,3 +68,20 @@ def exact_places(micros: int) -> int:
 def common_places(amounts: Iterable[int]) -> int:
     """The decimals that show every amount of a table exactly, so its column lines up on the point."""
     return max((exact_places(micros) for micros in amounts), default=2)
+
+
+class PricedPerMillion:
+    """Anything priced like a served model: micro-USD per million input and output tokens.
+    (The ServedModel row, and the gateway's copy of it read with the key.)"""
+
+    input_price_micros_per_million: int
+    output_price_micros_per_million: int
+
+    def price(self, *, prompt_tokens: int, completion_tokens: int) -> int:
+        """What these tokens cost, in micro-USD (rounded up)."""
+        return cost_micros(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            input_price_per_million=self.input_price_micros_per_million,
+            output_price_per_million=self.output_price_micros_per_million,
+        )

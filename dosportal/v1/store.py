@@ -43,7 +43,7 @@ from apikeys.limits import period_start
 from apikeys.models import ApiKey
 from billing import hotpath
 from billing.models import ServedModel, UpstreamEndpoint
-from billing.money import cost_micros
+from billing.money import PricedPerMillion
 from billing.services import Refusal
 from billing.settlement import Settlement
 from dosportal.v1.loops import PerEventLoop
@@ -61,7 +61,7 @@ class StoreUnavailable(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class ModelRow:
+class ModelRow(PricedPerMillion):
     id: int
     name: str
     upstream_name: str
@@ -69,14 +69,6 @@ class ModelRow:
     input_price_micros_per_million: int
     output_price_micros_per_million: int
     created_at: dt.datetime
-
-    def price(self, *, prompt_tokens: int, completion_tokens: int) -> int:
-        return cost_micros(
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            input_price_per_million=self.input_price_micros_per_million,
-            output_price_per_million=self.output_price_micros_per_million,
-        )
 
     @classmethod
     def of(cls, model: ServedModel) -> ModelRow:
