@@ -482,67 +482,93 @@ def _model_renamer(metered: Metered) -> Callable[[bytes], bytes]:
     return rename
 
 
-async def _relay(metered: Metered, stream: UpstreamStream) -> AsyncIterator[bytes]:
-    """Forward each event as it arrives; meter what was delivered, whatever ends the stream.
+@dataclass
+class _Meter:
+    """What a stream has delivered so far, as its forwarder sees it."""
 
-    A stream is charged for what reached the client: the upstream's usage when it sent
-    it, otherwise the prompt estimate plus the delivered text. One that ends without a
-    finish reason (cut off, or not SSE at all) ends with an error event, not [DONE].
-    Ordinary chunks pass through as bytes (model name rewritten, finish reason spotted);
-    only chunks that carry usage, or do not look like a JSON object, are parsed.
-    """
+    delivered: _Delivered
     usage: tuple[int, int] | None = None
-    delivered = _Delivered()
-    finished = False
+    finished: bool = False  # a finish reason (or the final event) has passed
+
+
+async def _metered(
+    metered: Metered,
+    stream: UpstreamStream,
+    forward: AsyncIterator[bytes],
+    meter: _Meter,
+    *,
+    done: bytes,
+    error_event: Callable[[ApiError], bytes],
+) -> AsyncIterator[bytes]:
+    """Relay what `forward` yields; settle once, however the stream ends.
+
+    A stream is charged for what reached the client: the upstream's usage when it sent it,
+    otherwise the prompt estimate plus the delivered text. One that ends without a finish
+    reason (cut off, or not SSE at all) ends with an error event, not `done`. The settlement
+    comes before `done`, so a client that has seen the end sees its charge too.
+    """
     status, settled = 200, False
-    rename = _model_renamer(metered)
-    wants_usage = metered.parsed.client_wants_usage
     try:
-        async for data in stream.events():
-            data = data.strip()
-            if b'"usage"' not in data and data.startswith(b"{") and data.endswith(b"}"):
-                finished = finished or _FINISHED.search(data) is not None
-                delivered.raw.append(data)
-                yield b"data: " + rename(data) + b"\n\n"
-                continue
-            try:
-                chunk = json.loads(data)
-            except ValueError:
-                continue  # not an event the API defines: drop it rather than confuse SDK parsers
-            if not isinstance(chunk, dict):
-                continue
-            counted = _usage_numbers(chunk.get("usage"))
-            if counted is not None:
-                usage = counted
-            finished = finished or _finished(chunk)
-            if "model" in chunk:
-                chunk["model"] = metered.model.name
-            if not wants_usage:
-                # We asked the upstream for usage; a client that did not gets the stream it asked for.
-                chunk.pop("usage", None)
-                if not chunk.get("choices"):
-                    continue
-            delivered.texts.append(_completion_text(chunk))
-            yield _sse(chunk)
-        if not finished:
+        async for part in forward:
+            yield part
+        if not meter.finished:
             raise UpstreamStreamError(
                 errors.upstream_unavailable("The inference server ended the stream before it was complete.")
             )
-        # Settle before the final event, so a client that has seen [DONE] sees its charge too.
-        await _finish(metered, stream, status, usage, delivered)
+        await _finish(metered, stream, status, meter.usage, meter.delivered)
         settled = True
-        yield b"data: [DONE]\n\n"
+        if done:
+            yield done
     except UpstreamStreamError as error:
         status, metered.error_code = error.api_error.status, error.api_error.code
-        await _finish(metered, stream, status, usage, delivered)
+        await _finish(metered, stream, status, meter.usage, meter.delivered)
         settled = True
-        yield _error_event(metered.public_error(error.api_error))
+        yield error_event(metered.public_error(error.api_error))
     except (asyncio.CancelledError, GeneratorExit):
         status, metered.error_code = CLIENT_CLOSED, "client_closed"
         raise
     finally:
         if not settled:
-            await _finish(metered, stream, status, usage, delivered)
+            await _finish(metered, stream, status, meter.usage, meter.delivered)
+        await forward.aclose()
+
+
+def _relay(metered: Metered, stream: UpstreamStream) -> AsyncIterator[bytes]:
+    """Chat and text completions: ordinary chunks pass through as bytes (model name rewritten,
+    finish reason spotted); only chunks that carry usage, or do not look like a JSON object,
+    are parsed. Ends with [DONE]."""
+    meter = _Meter(_Delivered())
+    return _metered(metered, stream, _completion_chunks(metered, stream, meter), meter, done=b"data: [DONE]\n\n",
+                    error_event=_error_event)  # fmt: skip
+
+
+async def _completion_chunks(metered: Metered, stream: UpstreamStream, meter: _Meter) -> AsyncIterator[bytes]:
+    rename = _model_renamer(metered)
+    wants_usage = metered.parsed.client_wants_usage
+    async for data in stream.events():
+        data = data.strip()
+        if b'"usage"' not in data and data.startswith(b"{") and data.endswith(b"}"):
+            meter.finished = meter.finished or _FINISHED.search(data) is not None
+            meter.delivered.raw.append(data)
+            yield b"data: " + rename(data) + b"\n\n"
+            continue
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            continue  # not an event the API defines: drop it rather than confuse SDK parsers
+        if not isinstance(chunk, dict):
+            continue
+        meter.usage = _usage_numbers(chunk.get("usage")) or meter.usage
+        meter.finished = meter.finished or _finished(chunk)
+        if "model" in chunk:
+            chunk["model"] = metered.model.name
+        if not wants_usage:
+            # We asked the upstream for usage; a client that did not gets the stream it asked for.
+            chunk.pop("usage", None)
+            if not chunk.get("choices"):
+                continue
+        meter.delivered.texts.append(_completion_text(chunk))
+        yield _sse(chunk)
 
 
 def _responses_error_event(error: ApiError) -> bytes:
@@ -552,53 +578,36 @@ def _responses_error_event(error: ApiError) -> bytes:
     return b"event: error\n" + _sse(payload)
 
 
-async def _relay_responses(metered: Metered, stream: UpstreamStream) -> AsyncIterator[bytes]:
-    """The Responses API's typed events, forwarded and metered like `_relay`: usage from the
-    final `response.completed`, the text from `response.output_text.delta`, no [DONE]."""
-    usage: tuple[int, int] | None = None
-    delivered = _Delivered(responses.delta_text)
-    finished = False
-    status, settled = 200, False
+def _relay_responses(metered: Metered, stream: UpstreamStream) -> AsyncIterator[bytes]:
+    """The Responses API's typed events: usage from the final `response.completed`, the text
+    from `response.output_text.delta`, each event with its `event:` line, no [DONE]."""
+    meter = _Meter(_Delivered(responses.delta_text))
+    return _metered(metered, stream, _response_events(metered, stream, meter), meter, done=b"",
+                    error_event=_responses_error_event)  # fmt: skip
+
+
+async def _response_events(metered: Metered, stream: UpstreamStream, meter: _Meter) -> AsyncIterator[bytes]:
     rename = _model_renamer(metered)
-    try:
-        async for data in stream.events():
-            data = data.strip()
-            kind = responses.event_type(data)
-            if kind is None or not data.startswith(b"{"):
-                continue  # not an event the API defines
-            if kind.decode() in responses.FAILED_TYPES:
-                raise UpstreamStreamError(errors.upstream_unavailable("The inference server failed the response."))
-            if b'"usage"' in data:
-                try:
-                    event = json.loads(data)
-                except ValueError:
-                    continue
-                counted = _usage_numbers(responses.usage_fields(event), "input_tokens", "output_tokens")
-                usage = counted or usage
-                responses.set_public_model(event, metered.model.name)
-                data = json.dumps(event, separators=(",", ":")).encode()
-            else:
-                data = rename(data)
-                delivered.raw.append(data)
-            finished = finished or responses.FINISHED_RE.search(data) is not None
-            yield b"event: " + kind + b"\ndata: " + data + b"\n\n"
-        if not finished:
-            raise UpstreamStreamError(
-                errors.upstream_unavailable("The inference server ended the stream before it was complete.")
-            )
-        await _finish(metered, stream, status, usage, delivered)
-        settled = True
-    except UpstreamStreamError as error:
-        status, metered.error_code = error.api_error.status, error.api_error.code
-        await _finish(metered, stream, status, usage, delivered)
-        settled = True
-        yield _responses_error_event(metered.public_error(error.api_error))
-    except (asyncio.CancelledError, GeneratorExit):
-        status, metered.error_code = CLIENT_CLOSED, "client_closed"
-        raise
-    finally:
-        if not settled:
-            await _finish(metered, stream, status, usage, delivered)
+    async for data in stream.events():
+        data = data.strip()
+        kind = responses.event_type(data)
+        if kind is None or not data.startswith(b"{"):
+            continue  # not an event the API defines
+        if kind.decode() in responses.FAILED_TYPES:
+            raise UpstreamStreamError(errors.upstream_unavailable("The inference server failed the response."))
+        if b'"usage"' in data:
+            try:
+                event = json.loads(data)
+            except ValueError:
+                continue
+            meter.usage = _usage_numbers(responses.usage_fields(event), "input_tokens", "output_tokens") or meter.usage
+            responses.set_public_model(event, metered.model.name)
+            data = json.dumps(event, separators=(",", ":")).encode()
+        else:
+            data = rename(data)
+            meter.delivered.raw.append(data)
+        meter.finished = meter.finished or responses.FINISHED_RE.search(data) is not None
+        yield b"event: " + kind + b"\ndata: " + data + b"\n\n"
 
 
 async def _finish(
