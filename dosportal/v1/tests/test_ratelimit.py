@@ -73,11 +73,32 @@ def models(gateway, key: str) -> Sent:
     return send("GET", gateway, "/v1/models", key)
 
 
-def retry_after_choices(entry: Sent, refused: Sent, window: float = WINDOW) -> set[int]:
-    """Whole seconds until `entry` leaves the window, as seen when `refused` was refused."""
-    low_ms = window * 1000 - (refused.answered - entry.sent) * 1000 - 2
-    high_ms = window * 1000 - (refused.sent - entry.answered) * 1000 + 2
+def retry_after_choices(entry: Sent, refused: Sent, window: float = WINDOW, aged: float = 0.0) -> set[int]:
+    """Whole seconds until `entry` leaves the window, as seen when `refused` was refused
+    (`aged`: seconds its entry was moved into the past by `age_window`)."""
+    low_ms = window * 1000 - (refused.answered - entry.sent + aged) * 1000 - 2
+    high_ms = window * 1000 - (refused.sent - entry.answered + aged) * 1000 + 2
     return set(range(max(1, math.ceil(low_ms / 1000)), max(1, math.ceil(high_ms / 1000)) + 1))
+
+
+LONG_WINDOW = 30.0  # seconds, the window of the `aged` gateway, whose entries tests age by hand
+
+
+def age_window(api_key: str, seconds: float) -> None:
+    """Move every entry of the key's window `seconds` into the past, in Redis itself: time
+    passes for the limiter without the test sleeping (and without a clock that could drift)."""
+    import redis
+    from django.conf import settings
+
+    from apikeys.keys import hash_key
+    from apikeys.models import ApiKey
+
+    key_id = ApiKey.objects.get(hashed_key=hash_key(api_key)).pk
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    base = f"dosportal:rl:{{{key_id}}}"
+    for name in (f"{base}:req", f"{base}:tok"):
+        for member, score in client.zrange(name, 0, -1, withscores=True):
+            client.zadd(name, {member: score - seconds * 1000}, xx=True)
 
 
 def sleep_until(moment: float) -> None:
@@ -93,6 +114,11 @@ def small(gateway_factory, transactional_db):
     return gateway_factory(DOS_AI_RATE_WINDOW_SECONDS=str(WINDOW))
 
 
+@pytest.fixture
+def aged(gateway_factory, transactional_db):
+    return gateway_factory(DOS_AI_RATE_WINDOW_SECONDS=str(LONG_WINDOW))
+
+
 def new_user(email: str, plan: str = "free") -> tuple[User, str]:
     user = User.objects.create_user(email, "x-password-123456")
     if plan != "free":
@@ -104,20 +130,20 @@ def new_user(email: str, plan: str = "free") -> tuple[User, str]:
 
 
 def test_the_limit_is_admitted_the_next_is_429_and_after_the_window_slides_one_more_fits(
-    small, api_key, api_user, fake_upstream
+    aged, api_key, api_user, fake_upstream
 ):
     account_set_limits(user=api_user, requests_per_minute=3, tokens_per_minute=100_000)
 
-    first = chat(small, api_key)
-    time.sleep(1.0)  # so that the 2nd and 3rd are still in the window when the 1st has left
-    second, third = chat(small, api_key), chat(small, api_key)
-    refused = chat(small, api_key)
+    first = chat(aged, api_key)
+    age_window(api_key, 15)  # so that the 2nd and 3rd are still in the window when the 1st has left
+    second, third = chat(aged, api_key), chat(aged, api_key)
+    refused = chat(aged, api_key)
 
     assert [first.status, second.status, third.status] == [200, 200, 200]
     assert [r.remaining()[0] for r in (first, second, third)] == [2, 1, 0]
     assert refused.status == 429
     wait = int(refused.header("retry-after"))
-    assert wait in retry_after_choices(first, refused)
+    assert wait in retry_after_choices(first, refused, LONG_WINDOW, aged=15)
     assert wait >= 1
     assert refused.response.json() == rate_limit_error(
         f"Rate limit reached for requests per minute (RPM): limit 3, used 3, requested 1. Retry after {wait}s."
@@ -125,33 +151,33 @@ def test_the_limit_is_admitted_the_next_is_429_and_after_the_window_slides_one_m
     assert refused.remaining() == (0, 100_000 - 3 * 18)
     assert len(fake_upstream.requests) == 3  # the refused one was not forwarded
 
-    sleep_until(first.answered + WINDOW + 0.05)
-    again = chat(small, api_key)
-    refused_again = chat(small, api_key)
+    age_window(api_key, 15)  # the 1st is now more than 30 s old; the 2nd and 3rd about 15 s
+    again = chat(aged, api_key)
+    refused_again = chat(aged, api_key)
 
     assert again.status == 200
     assert again.remaining() == (0, 100_000 - 3 * 18)  # the 2nd, the 3rd and this one
     assert refused_again.status == 429
-    assert int(refused_again.header("retry-after")) in retry_after_choices(second, refused_again)
+    assert int(refused_again.header("retry-after")) in retry_after_choices(second, refused_again, LONG_WINDOW, aged=15)
 
 
 def test_tokens_are_limited_with_a_large_max_tokens_and_a_refused_request_consumes_nothing(
-    small, api_key, api_user, fake_upstream
+    aged, api_key, api_user, fake_upstream
 ):
     account_set_limits(user=api_user, requests_per_minute=100, tokens_per_minute=5000)
     cost = 8 + 2000
 
-    first = chat(small, api_key, max_tokens=2000)
-    time.sleep(1.0)
-    second = chat(small, api_key, max_tokens=2000)
-    refused = chat(small, api_key, max_tokens=2000)
-    small_one = chat(small, api_key, max_tokens=10)
+    first = chat(aged, api_key, max_tokens=2000)
+    age_window(api_key, 15)
+    second = chat(aged, api_key, max_tokens=2000)
+    refused = chat(aged, api_key, max_tokens=2000)
+    small_one = chat(aged, api_key, max_tokens=10)
 
     assert (first.status, first.remaining()) == (200, (99, 5000 - cost))
     assert (second.status, second.remaining()) == (200, (98, 5000 - 2 * cost))
     assert refused.status == 429
     wait = int(refused.header("retry-after"))
-    assert wait in retry_after_choices(first, refused)  # the 1st alone frees enough
+    assert wait in retry_after_choices(first, refused, LONG_WINDOW, aged=15)  # the 1st alone frees enough
     assert refused.response.json() == rate_limit_error(
         f"Rate limit reached for tokens per minute (TPM): limit 5000, used {2 * cost}, requested {cost}. "
         f"Retry after {wait}s."
@@ -159,8 +185,8 @@ def test_tokens_are_limited_with_a_large_max_tokens_and_a_refused_request_consum
     assert refused.remaining() == (98, 5000 - 2 * cost)  # requests remaining unchanged by the refusal
     assert (small_one.status, small_one.remaining()) == (200, (97, 5000 - 2 * cost - 18))
 
-    sleep_until(first.answered + WINDOW + 0.05)
-    after = chat(small, api_key, max_tokens=2000)
+    age_window(api_key, 15)  # the 1st leaves the window; the rest stay
+    after = chat(aged, api_key, max_tokens=2000)
 
     assert (after.status, after.remaining()) == (200, (97, 5000 - 2 * cost - 18))  # 2nd, small one, this
     assert len(fake_upstream.requests) == 4
