@@ -1,4 +1,4 @@
-"""Every write to API keys, and the one lookup the /v1 gateway uses."""
+"""Every write to API keys, and the lookup of a key by its hash."""
 
 from __future__ import annotations
 
@@ -260,21 +260,24 @@ def api_key_revoke(*, api_key: ApiKey, context: SecurityContext | None = None) -
             )
 
 
-def api_key_authenticate(raw_key: str) -> ApiKey | None:
-    """Format check, then checksum, then one indexed lookup of an active key (owner joined),
-    by its secret or, within a roll's grace period, its previous one."""
-    if not is_well_formed(raw_key):
-        return None
-    hashed = hash_key(raw_key)
+def api_key_by_hash(hashed_key: str) -> ApiKey | None:
+    """One indexed lookup of an active key of an active account (owner joined), by its secret's
+    SHA-256 or, within a roll's grace period, its previous one. The /v1 gateway's lookup on
+    SQLite; on PostgreSQL it runs the same query as SQL (dosportal.v1.store)."""
     return (
         ApiKey.objects.active()
         .select_related("owner")
         .filter(
-            Q(hashed_key=hashed) | Q(previous_hashed_key=hashed, previous_key_expires_at__gt=timezone.now()),
+            Q(hashed_key=hashed_key) | Q(previous_hashed_key=hashed_key, previous_key_expires_at__gt=timezone.now()),
             owner__is_active=True,
         )
         .first()
     )
+
+
+def api_key_authenticate(raw_key: str) -> ApiKey | None:
+    """Format check, then checksum, then the lookup by hash."""
+    return api_key_by_hash(hash_key(raw_key)) if is_well_formed(raw_key) else None
 
 
 def api_key_mark_used(*, api_key_id: int, last_used_at: datetime | None) -> None:

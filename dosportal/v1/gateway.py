@@ -43,6 +43,7 @@ from apikeys.limits import ip_allowed, model_allowed, period_end
 from billing.services import Refusal
 from billing.settlement import MAX_COST_MICROS, Settlement, believable_tokens
 from dosportal import metrics
+from dosportal.clientip import client_ip
 from dosportal.logfilters import log_api_call
 from dosportal.v1 import errors, ratelimit, responses
 from dosportal.v1.errors import ApiError
@@ -51,7 +52,7 @@ from dosportal.v1.settler import get_settler
 from dosportal.v1.store import Caller, ModelRow, get_store
 from dosportal.v1.tokens import estimate_text_tokens
 from dosportal.v1.upstream import UpstreamStream, UpstreamStreamError
-from dosportal.v1.validation import ParsedRequest, lookup_name, parse_json_body, read_json_body
+from dosportal.v1.validation import ParsedRequest, lookup_name, read_json_body
 
 logger = logging.getLogger(__name__)
 
@@ -80,14 +81,8 @@ class ApiCall:
             request=request,
             request_id=f"req_{uuid.uuid4().hex}",
             client_request_id=given if CLIENT_REQUEST_ID_RE.fullmatch(given) else "",
-            client_ip=client_address(request),
+            client_ip=client_ip(request),
         )
-
-
-def client_address(request: HttpRequest) -> str:
-    from dosportal.clientip import client_ip
-
-    return client_ip(request)
 
 
 def bearer_token(request: HttpRequest) -> str:
@@ -165,13 +160,6 @@ async def rate_limit_headers(call: ApiCall) -> dict[str, str]:
         caller = call.caller
         call.limits = await ratelimit.peek(caller.key_id, rpm=caller.requests_per_minute, tpm=caller.tokens_per_minute)
     return call.limits.headers() if call.limits is not None else {}
-
-
-def endpoint_of(view_name: str) -> str:
-    """The API path a view serves, as metrics and logs name it ("" for unknown paths)."""
-    return {"chat_completions": "chat/completions", "model_detail": "models", "response_by_id": "responses"}.get(
-        view_name, "" if view_name == "not_found" else view_name
-    )
 
 
 def report_unmetered(call: ApiCall, endpoint: str, status: int, code: str) -> None:
@@ -263,14 +251,14 @@ class Metered:
             self.report(settlement)
 
     def report(self, settlement: Settlement) -> None:
-        latency = time.monotonic() - self.call.started
+        ttft = self.first_byte - self.call.started if self.first_byte is not None else None
         metrics.call_finished(
             endpoint=self.endpoint,
             model=self.model.name,
             status=settlement.status_code,
             code=self.error_code,
-            latency_s=latency,
-            ttft_s=self.first_byte - self.call.started if self.first_byte is not None else None,
+            latency_s=settlement.latency_ms / 1000,
+            ttft_s=ttft,
             prompt_tokens=settlement.prompt_tokens,
             completion_tokens=settlement.completion_tokens,
             charged_micros=settlement.cost_micros,
@@ -290,7 +278,7 @@ class Metered:
             completion_tokens=settlement.completion_tokens,
             charged_micros=settlement.cost_micros,
             stream=self.parsed.stream,
-            ttft_ms=int((self.first_byte - self.call.started) * 1000) if self.first_byte is not None else None,
+            ttft_ms=int(ttft * 1000) if ttft is not None else None,
         )
 
     async def release_slot(self) -> None:
@@ -515,13 +503,13 @@ async def _metered(
             raise UpstreamStreamError(
                 errors.upstream_unavailable("The inference server ended the stream before it was complete.")
             )
-        await _finish(metered, stream, status, meter.usage, meter.delivered)
+        await _finish(metered, stream, status, meter)
         settled = True
         if done:
             yield done
     except UpstreamStreamError as error:
         status, metered.error_code = error.api_error.status, error.api_error.code
-        await _finish(metered, stream, status, meter.usage, meter.delivered)
+        await _finish(metered, stream, status, meter)
         settled = True
         yield error_event(metered.public_error(error.api_error))
     except (asyncio.CancelledError, GeneratorExit):
@@ -529,7 +517,7 @@ async def _metered(
         raise
     finally:
         if not settled:
-            await _finish(metered, stream, status, meter.usage, meter.delivered)
+            await _finish(metered, stream, status, meter)
         await forward.aclose()
 
 
@@ -610,16 +598,15 @@ async def _response_events(metered: Metered, stream: UpstreamStream, meter: _Met
         yield b"event: " + kind + b"\ndata: " + data + b"\n\n"
 
 
-async def _finish(
-    metered: Metered, stream: UpstreamStream, status: int, usage: tuple[int, int] | None, delivered: _Delivered
-) -> None:
+async def _finish(metered: Metered, stream: UpstreamStream, status: int, meter: _Meter) -> None:
     try:
         await asyncio.shield(asyncio.ensure_future(stream.aclose()))
     except Exception as error:  # noqa: BLE001 - closing a broken upstream connection may fail
         logger.debug("closing upstream stream: %r", error)
+    usage, delivered = meter.usage, meter.delivered
     if usage is None:
         usage = (metered.parsed.prompt_tokens if delivered else 0, estimate_text_tokens(delivered.text()))
     await metered.settle(status, *usage, charge=True)
 
 
-__all__ = ["ApiCall", "get_model", "list_models", "parse_json_body", "proxy", "rate_limit_headers"]
+__all__ = ["ApiCall", "get_model", "list_models", "proxy", "rate_limit_headers"]

@@ -153,14 +153,17 @@ class Settler:
             return False
 
     def _keep(self, settlement: Settlement) -> None:
-        logger.warning("settlement of %s kept for retry: the database is unavailable", settlement.request_id)
-        self.spool.keep(settlement)
-        self.waiting[settlement.hold_id] = settlement
-        self._start_retrying()
+        logger.warning("settlement of %s kept for retry", settlement.request_id)
+        self._wait_for_database([settlement])
 
     def _take(self, settlements: list[Settlement]) -> None:
         for settlement in settlements:
             logger.warning("replaying the settlement of %s from a dead worker's spool", settlement.request_id)
+        self._wait_for_database(settlements)
+
+    def _wait_for_database(self, settlements: list[Settlement]) -> None:
+        """Into this worker's spool and its retries, until the database takes them."""
+        for settlement in settlements:
             self.spool.keep(settlement)
             self.waiting[settlement.hold_id] = settlement
         if settlements:

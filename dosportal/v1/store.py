@@ -35,7 +35,6 @@ import psycopg_pool
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections
-from django.db.models import Q
 from psycopg.rows import tuple_row
 
 from accounts.models import User, effective_limits
@@ -368,22 +367,14 @@ class OrmStore:
     @staticmethod
     @_in_thread
     def _lookup(hashed_key: str, model: str | None, catalogue: bool) -> Lookup:
+        from apikeys.services import api_key_by_hash
         from billing.selectors import served_models_active
 
-        api_key = (
-            ApiKey.objects.active()
-            .select_related("owner")
-            .filter(
-                Q(hashed_key=hashed_key)
-                | Q(previous_hashed_key=hashed_key, previous_key_expires_at__gt=dt.datetime.now(dt.UTC)),
-                owner__is_active=True,
-            )
-            .first()
-        )
+        api_key = api_key_by_hash(hashed_key)
         if api_key is None:
             return Lookup(None, None, [])
         caller = Caller.of(api_key)
-        found = ServedModel.objects.filter(name=model, is_active=True).first() if model else None
+        found = served_models_active().filter(name=model).first() if model else None
         rows = [ModelRow.of(row) for row in served_models_active()] if catalogue else []
         return Lookup(caller, ModelRow.of(found) if found else None, rows)
 

@@ -24,13 +24,22 @@ ApiView = Callable[..., Awaitable[HttpResponse]]
 DEV_MODEL_NOTE = "Built-in development model: deterministic replies, not a real language model."
 
 
+# The API path each view serves, as metrics and logs name it ("" for unknown paths).
+ENDPOINT_OF_VIEW = {
+    "chat_completions": "chat/completions",
+    "model_detail": "models",
+    "response_by_id": "responses",
+    "not_found": "",
+}
+
+
 def api_endpoint(*methods: str) -> Callable[[ApiView], Callable[..., Awaitable[HttpResponse]]]:
     """Method check, one ApiCall per request, the one error shape, and on every response
     `x-request-id` (ours), `x-client-request-id` (the client's, when sane) and the
     rate-limit headers once the key is known."""
 
     def decorator(view: ApiView) -> Callable[..., Awaitable[HttpResponse]]:
-        endpoint = gateway.endpoint_of(view.__name__)
+        endpoint = ENDPOINT_OF_VIEW.get(view.__name__, view.__name__)
 
         @csrf_exempt
         @functools.wraps(view)
