@@ -13,14 +13,13 @@ every request body in `requests`, as the fake upstream does. Extra `mode`s:
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
-from dosportal.testing.upstream import REPLY_WORDS, FakeUpstream, _Handler
+from dosportal.testing.upstream import REPLY_WORDS, FakeUpstream, _Handler, serving
 
 HUGE_USAGE = {"prompt_tokens": 2**31 + 7, "completion_tokens": 2**40, "total_tokens": 2**40 + 2**31 + 7}
 
@@ -88,11 +87,8 @@ class _HostileHandler(_Handler):
 
 @pytest.fixture(scope="session")
 def _hostile_upstream_server() -> Iterator[HostileUpstream]:
-    server = HostileUpstream()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
+    with serving(HostileUpstream()) as server:
+        yield server
 
 
 @pytest.fixture

@@ -8,16 +8,18 @@ It runs in a thread of the test process, so tests steer it through attributes
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import struct
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
+S = TypeVar("S", bound=ThreadingHTTPServer)
 REPLY_WORDS = ["Hello", " from", " the", " fake", " upstream", "."]
 PROMPT_TOKENS = 11
 COMPLETION_TOKENS = len(REPLY_WORDS)
@@ -230,13 +232,21 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
 
+@contextlib.contextmanager
+def serving(server: S) -> Iterator[S]:
+    """A test server answering from a thread of the test process until the block ends."""
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture(scope="session")
 def _upstream_server() -> Iterator[FakeUpstream]:
-    server = FakeUpstream()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
+    with serving(FakeUpstream()) as server:
+        yield server
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ health by failures in a row, and what /healthz and the admin say about it."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 
@@ -13,7 +12,7 @@ import pytest
 
 from billing.models import ServedModel, UpstreamEndpoint, UsageRecord
 from dosportal.testing.gateway import free_port
-from dosportal.testing.upstream import REPLY_WORDS, FakeUpstream
+from dosportal.testing.upstream import REPLY_WORDS, FakeUpstream, serving
 from dosportal.v1 import pool
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -22,13 +21,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def farm() -> Iterator[list[FakeUpstream]]:
     """Two more fake upstreams on 127.0.0.1, each in its own thread."""
-    servers = [FakeUpstream() for _ in range(2)]
-    for server in servers:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield servers
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    with serving(FakeUpstream()) as first, serving(FakeUpstream()) as second:
+        yield [first, second]
 
 
 def down_url() -> str:
