@@ -208,12 +208,13 @@ class Router:
                 get_settler().adopt()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                from dosportal.v1 import settler, store
+                from dosportal.v1 import pool, settler, store
 
                 running = settler.existing_settler()
                 if running is not None:
                     await running.close()
                 await store.close_store()
+                await pool.close_clients()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -1,6 +1,6 @@
 """One object per running event loop, for clients whose connections belong to a loop.
 
-redis.asyncio and httpx pools are bound to the loop that opened them. Under
+redis.asyncio and aiohttp pools are bound to the loop that opened them. Under
 uvicorn a worker has one loop, so this is one object per process; under a WSGI
 server (runserver) asgiref runs each async view in a loop of its own, so objects
 of closed loops are dropped here rather than each keeping connections for good.

@@ -125,6 +125,14 @@ def client_for(config: EndpointConfig) -> HttpUpstream:
     return client
 
 
+async def close_clients() -> None:
+    """At shutdown: this loop's upstream sessions close their connections."""
+    clients = _clients.existing() or {}
+    while clients:
+        _, client = clients.popitem()
+        await client.aclose()
+
+
 def _publish(endpoint: Endpoint) -> None:
     """Tell the admin and /healthz (any worker) about a change, without waiting for it."""
     from django.core.cache import cache
