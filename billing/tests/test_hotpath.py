@@ -190,3 +190,89 @@ def test_setting_a_limit_counts_what_the_key_already_spent_this_period(stores, o
     assert api_key.spend_spent_micros == 70
     assert stores.reserve(caller, 31, now)[0] is Refusal.KEY_SPEND_LIMIT
     assert isinstance(stores.reserve(caller, 30, now)[0], int)
+
+
+def _settlement(caller: Caller, hold_id: int, request_id: str, charge: int) -> Settlement:
+    return Settlement(
+        hold_id=hold_id,
+        user_id=caller.owner_id,
+        api_key_id=caller.key_id,
+        request_id=request_id,
+        client_request_id="",
+        endpoint="chat/completions",
+        model="dos-ai",
+        input_price_micros_per_million=1_000_000,
+        output_price_micros_per_million=0,
+        prompt_tokens=charge,
+        completion_tokens=0,
+        charge=True,
+        status_code=200,
+        streamed=False,
+        latency_ms=1,
+        started_at=DAY_1_LATE,
+    )
+
+
+async def _reserve_all(store: PgStore, callers: list[Caller], per_caller: int) -> list[tuple[Caller, int, str]]:
+    held = []
+    for caller in callers:
+        for _ in range(per_caller):
+            request_id = f"req_{next(_ids)}"
+            hold = await store.reserve(caller, amount_micros=100, request_id=request_id, started_at=DAY_1_LATE)
+            held.append((caller, hold, request_id))
+    return held
+
+
+def test_concurrent_settlements_of_two_accounts_are_written_together_each_charged_once(owner, outsider):
+    """Settlements that arrive while one batch is written go in the next, one transaction each,
+    accounts locked in ascending order; every charge lands exactly once."""
+    callers = [caller_of(api_key_create(owner=user, name="batch")[0]) for user in (outsider, owner)]
+    balances = {user.pk: CreditAccount.objects.get(user=user).balance_micros for user in (owner, outsider)}
+    batch_sizes: list[int] = []
+
+    async def go(store: PgStore) -> None:
+        held = await _reserve_all(store, callers, per_caller=20)
+        write = store.batches.write
+
+        async def counted(batch: list[Settlement]) -> None:
+            batch_sizes.append(len(batch))
+            assert [s.user_id for s in batch] == sorted(s.user_id for s in batch)  # the lock order
+            await write(batch)
+
+        store.batches.write = counted
+        settlements = [_settlement(caller, hold, request_id, 7) for caller, hold, request_id in held]
+        await asyncio.gather(*(store.settle(s) for s in settlements))
+        await asyncio.gather(*(store.settle(s) for s in settlements))  # replayed: a no-op each
+
+    Stores("pg").run(go)
+
+    assert sum(batch_sizes) == 80 and max(batch_sizes) > 1
+    assert CreditHold.objects.count() == 0
+    for user in (owner, outsider):
+        account = CreditAccount.objects.get(user=user)
+        assert (account.held_micros, account.balance_micros) == (0, balances[user.pk] - 20 * 7)
+        assert UsageRecord.objects.filter(user=user).count() == 20
+
+
+def test_a_settlement_the_database_refuses_does_not_take_its_batch_down(owner):
+    """Two settlements with the same request id: the batch is refused, then written one by one —
+    the good ones land, only the refused one's caller sees the error."""
+    import psycopg
+
+    caller = caller_of(api_key_create(owner=owner, name="batch")[0])
+    balance = CreditAccount.objects.get(user=owner).balance_micros
+    outcomes: list[object] = []
+
+    async def go(store: PgStore) -> None:
+        held = await _reserve_all(store, [caller], per_caller=4)
+        settlements = [_settlement(caller, hold, request_id, 5) for _, hold, request_id in held]
+        settlements[2] = _settlement(caller, held[2][1], held[1][2], 5)  # a duplicate request id
+        outcomes.extend(await asyncio.gather(*(store.settle(s) for s in settlements), return_exceptions=True))
+
+    Stores("pg").run(go)
+
+    assert [type(outcome) for outcome in outcomes].count(psycopg.errors.UniqueViolation) == 1
+    assert outcomes.count(None) == 3
+    assert UsageRecord.objects.filter(user=owner).count() == 3
+    account = CreditAccount.objects.get(user=owner)
+    assert (account.balance_micros, account.held_micros) == (balance - 15, 100)  # the refused one's hold stays

@@ -9,7 +9,8 @@ no thread hop), each step one awaited round trip and at most one commit:
   2. reserve — one statement: hold the worst-case cost against the account's credit and the
                key's spend limit, write the hold (billing.hotpath).
   3. settle  — one statement: release the hold, charge (the account, and the key's period
-               spend), usage record, ledger entry.
+               spend), usage record, ledger entry. Under load the settlements that arrive
+               while one batch is written share the next transaction (`_SettleBatches`).
 
 Nothing here is cached: revocation, limits and prices are read fresh on every call, and the
 served-model row comes with the key in the same round trip, so there is no catalogue cache to
@@ -27,8 +28,9 @@ import asyncio
 import datetime as dt
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import psycopg
 import psycopg_pool
@@ -48,6 +50,8 @@ from billing.settlement import Settlement
 from dosportal.v1.loops import PerEventLoop
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 BREAKER_SECONDS = 1.0
 PROBE_TIMEOUT = 1.0
@@ -209,6 +213,68 @@ WHERE id = %(key_id)s AND (last_used_at IS NULL OR last_used_at < now() - interv
 """
 
 
+class _SettleBatches:
+    """Settlements that arrive while a batch is being written wait for the next one, so under
+    load a worker writes one transaction (one commit, one WAL flush, one pass over the hot
+    account row's lock) for many calls, and a lone call is written at once, alone.
+
+    Each caller still waits until its own settlement is committed: a served answer is not
+    sent before its charge is durable. A batch is ordered by account, then hold: every
+    transaction takes account locks in ascending order, so two workers' batches cannot
+    deadlock. A batch the database refuses (not an outage) is retried one settlement at a
+    time, so one bad settlement cannot take the others down with it.
+    """
+
+    MAX_BATCH = 64
+
+    def __init__(self, write: Callable[[list[Settlement]], Awaitable[None]]):
+        self.write = write
+        self.waiting: list[tuple[Settlement, asyncio.Future[None]]] = []
+        self.writer: asyncio.Task[None] | None = None
+
+    async def settle(self, settlement: Settlement) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiting.append((settlement, done))
+        if self.writer is None or self.writer.done():
+            self.writer = asyncio.get_running_loop().create_task(self._write_batches())
+        await done
+
+    async def _write_batches(self) -> None:
+        while self.waiting:
+            batch, self.waiting = self.waiting[: self.MAX_BATCH], self.waiting[self.MAX_BATCH :]
+            batch.sort(key=lambda item: (item[0].user_id, item[0].hold_id))
+            try:
+                await self.write([settlement for settlement, _ in batch])
+            except StoreUnavailable as error:
+                _fail(batch, error)
+            except Exception:  # noqa: BLE001 - refused by the database: find the one at fault
+                for item in batch:
+                    try:
+                        await self.write([item[0]])
+                    except Exception as error:  # noqa: BLE001 - handed to its caller
+                        _fail([item], error)
+                    else:
+                        _succeed([item])
+            except BaseException as error:  # cancelled (shutdown): nobody may wait for good
+                _fail(batch + self.waiting, error)
+                self.waiting = []
+                raise
+            else:
+                _succeed(batch)
+
+
+def _succeed(items: list[tuple[Settlement, asyncio.Future[None]]]) -> None:
+    for _, done in items:
+        if not done.done():
+            done.set_result(None)
+
+
+def _fail(items: list[tuple[Settlement, asyncio.Future[None]]], error: BaseException) -> None:
+    for _, done in items:
+        if not done.done():
+            done.set_exception(error)
+
+
 def conninfo_from_settings() -> str:
     database = settings.DATABASES["default"]
     params = {
@@ -244,8 +310,21 @@ class PgStore:
         self.probing = False
         self.connected_once = False
         self.catalogue = _CatalogueCache()
+        self.batches = _SettleBatches(self._settle_batch)
 
     async def _execute(self, sql: str, params: dict[str, Any], *, fetch: str = "one") -> Any:
+        async def run(conn: psycopg.AsyncConnection[Any]) -> Any:
+            cursor = await conn.execute(sql, params)
+            if fetch == "one":
+                return await cursor.fetchone()
+            if fetch == "all":
+                return await cursor.fetchall()
+            return None
+
+        return await self._with_connection(run)
+
+    async def _with_connection(self, run: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
+        """`run` on a pooled connection, behind the breaker: an outage is `StoreUnavailable`."""
         timeout, probe = self.timeout, False
         if self.down_until:
             if self.probing or time.monotonic() < self.down_until:
@@ -262,13 +341,7 @@ class PgStore:
                     self.opened = True
         try:
             async with self.pool.connection(timeout=timeout) as conn:
-                cursor = await conn.execute(sql, params)
-                if fetch == "one":
-                    result = await cursor.fetchone()
-                elif fetch == "all":
-                    result = await cursor.fetchall()
-                else:
-                    result = None
+                result = await run(conn)
         except psycopg_pool.PoolTimeout as error:
             if probe or self.pool.get_stats().get("pool_size", 0) == 0:
                 self._trip(error)  # no connection could be made at all: the server is away
@@ -320,7 +393,20 @@ class PgStore:
             await self._execute(_TOUCH_SQL, {"key_id": caller.key_id}, fetch="none")
 
     async def settle(self, settlement: Settlement) -> None:
-        await self._execute(hotpath.SETTLE_SQL, hotpath.settle_params(settlement))
+        """Written with whatever other settlements arrive while one batch is being written
+        (`_SettleBatches`): at one call in flight, alone and at once."""
+        await self.batches.settle(settlement)
+
+    async def _settle_batch(self, batch: list[Settlement]) -> None:
+        """One transaction, one round trip: the settlement statements pipelined between BEGIN
+        and COMMIT. All of them are written, or none (the caller then tries them one by one)."""
+
+        async def run(conn: psycopg.AsyncConnection[Any]) -> None:
+            async with conn.pipeline(), conn.transaction():
+                for settlement in batch:
+                    await conn.execute(hotpath.SETTLE_SQL, hotpath.settle_params(settlement))
+
+        await self._with_connection(run)
 
     async def endpoints(self) -> EndpointCatalogue:
         async def load() -> EndpointCatalogue:
