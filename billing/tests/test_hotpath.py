@@ -55,26 +55,32 @@ class Stores:
         return result, request_id
 
     def settle(self, caller: Caller, hold_id: int, request_id: str, charge: int, started_at: dt.datetime) -> None:
-        # 1 micro-USD per prompt token makes the charge exact.
-        settlement = Settlement(
-            hold_id=hold_id,
-            user_id=caller.owner_id,
-            api_key_id=caller.key_id,
-            request_id=request_id,
-            client_request_id="",
-            endpoint="chat/completions",
-            model="dos-ai",
-            input_price_micros_per_million=1_000_000,
-            output_price_micros_per_million=0,
-            prompt_tokens=charge,
-            completion_tokens=0,
-            charge=True,
-            status_code=200,
-            streamed=False,
-            latency_ms=1,
-            started_at=started_at,
-        )
+        settlement = _settlement(caller, hold_id, request_id, charge, started_at)
         self.run(lambda store: store.settle(settlement))
+
+
+def _settlement(
+    caller: Caller, hold_id: int, request_id: str, charge: int, started_at: dt.datetime = DAY_1_LATE
+) -> Settlement:
+    # 1 micro-USD per prompt token makes the charge exact.
+    return Settlement(
+        hold_id=hold_id,
+        user_id=caller.owner_id,
+        api_key_id=caller.key_id,
+        request_id=request_id,
+        client_request_id="",
+        endpoint="chat/completions",
+        model="dos-ai",
+        input_price_micros_per_million=1_000_000,
+        output_price_micros_per_million=0,
+        prompt_tokens=charge,
+        completion_tokens=0,
+        charge=True,
+        status_code=200,
+        streamed=False,
+        latency_ms=1,
+        started_at=started_at,
+    )
 
 
 @pytest.fixture(params=["pg", "orm"])
@@ -190,27 +196,6 @@ def test_setting_a_limit_counts_what_the_key_already_spent_this_period(stores, o
     assert api_key.spend_spent_micros == 70
     assert stores.reserve(caller, 31, now)[0] is Refusal.KEY_SPEND_LIMIT
     assert isinstance(stores.reserve(caller, 30, now)[0], int)
-
-
-def _settlement(caller: Caller, hold_id: int, request_id: str, charge: int) -> Settlement:
-    return Settlement(
-        hold_id=hold_id,
-        user_id=caller.owner_id,
-        api_key_id=caller.key_id,
-        request_id=request_id,
-        client_request_id="",
-        endpoint="chat/completions",
-        model="dos-ai",
-        input_price_micros_per_million=1_000_000,
-        output_price_micros_per_million=0,
-        prompt_tokens=charge,
-        completion_tokens=0,
-        charge=True,
-        status_code=200,
-        streamed=False,
-        latency_ms=1,
-        started_at=DAY_1_LATE,
-    )
 
 
 async def _reserve_all(store: PgStore, callers: list[Caller], per_caller: int) -> list[tuple[Caller, int, str]]:
