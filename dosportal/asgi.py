@@ -7,7 +7,9 @@ Requests are routed by path before any middleware runs:
   API's error shape. A body over `DOS_AI_MAX_REQUEST_BYTES` is refused with 413 as soon
   as its size is known — from Content-Length, or the running total of a chunked body —
   without reading the rest.
-- `/healthz` and static files go to a handler with only WhiteNoise in front of it.
+- `/healthz` is answered here, before any Django handler (dosportal.health), and static
+  files straight from WhiteNoise's index (dosportal.middleware.StaticFiles); a static path
+  WhiteNoise does not know goes to a handler with only WhiteNoise in front of it.
 - Everything else (the dashboard, the admin) goes through the full middleware stack:
   sessions, CSRF, authentication, messages, clickjacking and security headers.
 
@@ -36,6 +38,9 @@ django.setup(set_prefix=False)
 
 from django.conf import settings  # noqa: E402 - after setup
 from django.core.asgi import get_asgi_application  # noqa: E402
+
+from dosportal.health import asgi_healthz  # noqa: E402
+from dosportal.middleware import StaticFiles  # noqa: E402
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -155,6 +160,7 @@ class Router:
         self.site = get_asgi_application()
         self.api = ApiASGIHandler(urlconf="dosportal.v1.root_urls")
         self.plain = LeanASGIHandler(middleware=("dosportal.middleware.AsyncWhiteNoiseMiddleware",))
+        self.static = StaticFiles()
         self.static_prefix = settings.STATIC_URL
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -162,7 +168,11 @@ class Router:
             path = scope["path"]
             if API_PATH.match(path):
                 return await self.serve_api(scope, receive, send)
-            if path == "/healthz" or path.startswith(self.static_prefix):
+            if path == "/healthz":
+                return await asgi_healthz(scope, send)
+            if path.startswith(self.static_prefix):
+                if await self.static.serve(scope, send):
+                    return None
                 return await self.plain(scope, receive, send)
         elif scope["type"] == "lifespan":
             return await self.lifespan(receive, send)

@@ -56,6 +56,39 @@ class AsyncWhiteNoiseMiddleware(WhiteNoiseMiddleware):
         return response
 
 
+class StaticFiles:
+    """Static files as a bare ASGI answer: WhiteNoise's index and responses (conditional
+    requests, Range, compressed variants, caching headers), sent from the event loop with no
+    Django handler and no thread. The files are small and read whole; a path WhiteNoise does
+    not know is left to Django (`serve` answers False).
+
+    Only where WhiteNoise indexes the files once, at start-up (production, `DEBUG=0`); with
+    autorefresh (development) static files keep going through `AsyncWhiteNoiseMiddleware`.
+    """
+
+    def __init__(self) -> None:
+        self.whitenoise = WhiteNoiseMiddleware(get_response=None)
+        self.enabled = not self.whitenoise.autorefresh
+
+    async def serve(self, scope: dict, send: Callable[[dict], Awaitable[None]]) -> bool:
+        static_file = self.whitenoise.files.get(scope["path"]) if self.enabled else None
+        if static_file is None:
+            return False
+        request_headers = {
+            "HTTP_" + name.decode("latin-1").upper().replace("-", "_"): value.decode("latin-1")
+            for name, value in scope["headers"]
+        }
+        response = static_file.get_response(scope["method"], request_headers)
+        body = b""
+        if response.file is not None:
+            with response.file as file:
+                body = file.read()
+        headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in response.headers]
+        await send({"type": "http.response.start", "status": int(response.status), "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        return True
+
+
 # Only our own files: no inline <script>, no inline style attributes, no eval, no CDN.
 # htmx is configured not to need any of them (see the htmx-config <meta> in base.html).
 CONTENT_SECURITY_POLICY = "; ".join(

@@ -67,7 +67,13 @@ def test_database_url() -> str:
 
 class Gateway:
     def __init__(
-        self, env: dict[str, str], workers: int = 1, *, access_log: bool = False, uvicorn_args: tuple[str, ...] = ()
+        self,
+        env: dict[str, str],
+        workers: int = 1,
+        *,
+        access_log: bool = False,
+        uvicorn_args: tuple[str, ...] = (),
+        ready_path: str = "/healthz",  # answers 200 once the server is up (/healthz opens /v1's pool)
     ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -87,7 +93,7 @@ class Gateway:
             if self.process.poll() is not None:
                 raise RuntimeError(f"uvicorn exited: {self.log_path.read_text()[-2000:]}")
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}{ready_path}", timeout=1).status_code == 200:
                     return
             except httpx.HTTPError:
                 time.sleep(0.1)

@@ -156,6 +156,8 @@ class Store(Protocol):
 
     async def endpoints(self) -> EndpointCatalogue: ...
 
+    async def ping(self) -> bool: ...
+
 
 class _CatalogueCache:
     """The upstream endpoints of every model, read at most once per
@@ -414,6 +416,14 @@ class PgStore:
 
         return await self.catalogue.get(load)
 
+    async def ping(self) -> bool:
+        """The database answers `SELECT 1` (for /healthz; the breaker's verdict counts too)."""
+        try:
+            await self._execute("SELECT 1", {})
+        except Exception:  # noqa: BLE001 - any failure means "not healthy"
+            return False
+        return True
+
     async def close(self) -> None:
         if self.opened:
             await self.pool.close()
@@ -508,6 +518,21 @@ class OrmStore:
 
     async def settle(self, settlement: Settlement) -> None:
         await self._settle(settlement)
+
+    @staticmethod
+    @_in_thread
+    def _ping() -> None:
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+
+    async def ping(self) -> bool:
+        try:
+            await self._ping()
+        except Exception:  # noqa: BLE001 - any failure means "not healthy"
+            return False
+        return True
 
 
 def _pg_store() -> PgStore:

@@ -69,8 +69,8 @@ class Faults:
     def env(self, **overrides: str) -> dict[str, str]:
         return fault_env(self.postgres, self.upstream_url, DOS_AI_SPOOL_DIR=str(self.spool), **overrides)
 
-    def gateway(self, **overrides: str) -> Gateway:
-        gateway = Gateway(self.env(**overrides))
+    def gateway(self, ready_path: str = "/healthz", **overrides: str) -> Gateway:
+        gateway = Gateway(self.env(**overrides), ready_path=ready_path)
         self.gateways.append(gateway)
         return gateway
 
@@ -298,7 +298,8 @@ def test_while_postgresql_is_down_v1_answers_503_service_unavailable_within_two_
 
 def test_a_503_comes_within_two_seconds_even_on_a_cold_pool(faults):
     account = faults.account()
-    gateway = faults.gateway()  # started and checked (/healthz), but /v1 has not opened its pool yet
+    # Checked on a static file, not /healthz (which pings on /v1's pool): the pool is not open yet.
+    gateway = faults.gateway(ready_path="/static/css/app.css")
 
     faults.postgres.stop()
     started = time.monotonic()
@@ -396,3 +397,15 @@ def test_with_its_redis_stopped_calls_are_admitted_and_charged_and_limits_return
     assert limited[3].json()["error"]["code"] == "rate_limit_exceeded"
     charged = [r.headers["x-request-id"] for r in before[:3] + during + after[:-1]]
     faults.assert_charged_exactly_once(account, charged, streamed=False)
+
+
+def test_healthz_says_503_while_postgresql_is_down_and_200_once_it_is_back(faults):
+    gateway = faults.gateway()
+
+    faults.postgres.stop()
+    down = httpx.get(f"{gateway.url}/healthz", timeout=10)
+    faults.postgres.start()
+
+    assert (down.status_code, down.json()) == (503, {"status": "error", "database": "unavailable"})
+    assert "no-store" in down.headers["cache-control"]
+    assert faults.wait_for(lambda: httpx.get(f"{gateway.url}/healthz", timeout=10).status_code == 200, 15)

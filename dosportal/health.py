@@ -1,0 +1,106 @@
+"""The load balancer's health check: one answer, two ways in.
+
+- `dosportal.asgi` answers `/healthz` itself, before any Django handler: the database is
+  pinged on /v1's own async pool (dosportal.v1.store), so a poll costs one `SELECT 1` and no
+  thread hop. This is the production path.
+- The Django view (`dosportal.views.healthz`) answers the same under WSGI and Django's test
+  client, pinging through the ORM.
+
+200 when the database answers (with the upstreams that are short of healthy endpoints, if
+any: "degraded"), 503 when it does not or when a model has no healthy endpoint left.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.utils.http import http_date
+
+# Load balancers poll /healthz often; the upstreams' health is read at most once a second per
+# worker (it changes on the workers' own time scale of seconds), the database on every call.
+UPSTREAM_HEALTH_SECONDS = 1.0
+_upstream_health_memo: dict[str, Any] = {"at": -1e9, "value": {}}
+
+Upstreams = dict[str, dict[str, int]]
+
+
+def answer(*, database_ok: bool, upstreams: Upstreams) -> tuple[int, dict[str, Any]]:
+    """The status code and body of /healthz."""
+    if not database_ok:
+        return 503, {"status": "error", "database": "unavailable"}
+    if not upstreams:
+        return 200, {"status": "ok", "database": "ok"}
+    unavailable = any(counts["healthy"] == 0 for counts in upstreams.values())
+    body = {"status": "unavailable" if unavailable else "degraded", "database": "ok", "upstreams": upstreams}
+    return (503 if unavailable else 200), body
+
+
+def upstream_health_is_fresh() -> bool:
+    return time.monotonic() - _upstream_health_memo["at"] < UPSTREAM_HEALTH_SECONDS
+
+
+def upstream_health_recent() -> Upstreams:
+    """`upstream_health()`, read at most once a second (ORM and cache: call it from sync code)."""
+    if not upstream_health_is_fresh():
+        _upstream_health_memo["value"], _upstream_health_memo["at"] = upstream_health(), time.monotonic()
+    return _upstream_health_memo["value"]
+
+
+def upstream_health() -> Upstreams:
+    """Models with fewer healthy upstream endpoints than configured, as the workers last reported."""
+    from billing.models import ServedModel, UpstreamEndpoint
+    from dosportal.v1.pool import health_of
+    from dosportal.v1.upstream import configured_urls
+
+    rows: dict[int, list[str]] = {}
+    for model_id, base_url in UpstreamEndpoint.objects.filter(is_active=True).values_list(
+        "served_model_id", "base_url"
+    ):
+        rows.setdefault(model_id, []).append(base_url.rstrip("/"))
+    shared = configured_urls()
+    wrong: Upstreams = {}
+    for model_id, name in ServedModel.objects.filter(is_active=True).values_list("id", "name"):
+        urls = rows.get(model_id) or shared
+        healthy = sum(1 for url in urls if (health_of(url) or {}).get("state", "healthy") == "healthy")
+        if healthy < len(urls):
+            wrong[name] = {"configured": len(urls), "healthy": healthy}
+    return wrong
+
+
+@sync_to_async
+def _upstream_health_in_thread() -> Upstreams:
+    from django.db import close_old_connections
+
+    try:
+        return upstream_health_recent()
+    finally:
+        close_old_connections()
+
+
+async def asgi_healthz(scope: dict[str, Any], send: Any) -> None:
+    """/healthz as a bare ASGI answer (GET and HEAD; anything else 405), never cached."""
+    from dosportal.v1.store import get_store
+
+    method = scope["method"]
+    if method not in ("GET", "HEAD"):
+        await _send(send, 405, b"", [(b"allow", b"GET, HEAD")], method)
+        return
+    database_ok = await get_store().ping()
+    upstreams = _upstream_health_memo["value"] if upstream_health_is_fresh() else await _upstream_health_in_thread()
+    status, body = answer(database_ok=database_ok, upstreams=upstreams)
+    content = json.dumps(body).encode()
+    await _send(send, status, content, [(b"content-type", b"application/json")], method)
+
+
+async def _send(send: Any, status: int, content: bytes, headers: list[tuple[bytes, bytes]], method: str) -> None:
+    headers = [
+        *headers,
+        (b"content-length", str(len(content)).encode()),
+        (b"cache-control", b"max-age=0, no-cache, no-store, must-revalidate, private"),
+        (b"expires", http_date(time.time()).encode()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": content if method != "HEAD" else b""})
