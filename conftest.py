@@ -21,6 +21,7 @@ pytest_plugins = [
     "dosportal.testing.gateway",
     "dosportal.testing.faults",
     "dosportal.testing.hostile_upstream",
+    "dosportal.testing.limiters",
 ]
 
 PASSWORD = "correct horse battery staple 42"

@@ -15,20 +15,22 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.mail import EmailMessage, get_connection
 from django.core.mail.backends.base import BaseEmailBackend
 from django.db import transaction
-from django.db.models import Count, F, Q, QuerySet, Sum, Value
+from django.db.models import Count, F, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.models import User
 from apikeys.models import ApiKey
-from billing.models import AlertSettings, AlertState, CreditAccount, UsageRecord
+from billing.models import AlertSettings, AlertState, CreditAccount
 from billing.money import format_usd
+from billing.selectors import UsageWindow, usage_records, usage_totals_in
 
 logger = logging.getLogger(__name__)
 
@@ -39,13 +41,27 @@ REARM_TENTHS = 11
 SUMMARY_TOP_KEYS = 5
 
 
-@dataclass
+@dataclass(frozen=True)
 class AlertRun:
-    low_balance_sent: int = 0
-    low_balance_rearmed: int = 0
-    key_spend_sent: int = 0
-    weekly_sent: int = 0
-    failed: int = 0
+    """What one run did: alerts sent of each kind, low-balance alerts re-armed, sends that failed."""
+
+    low_balance_sent: int
+    low_balance_rearmed: int
+    key_spend_sent: int
+    weekly_sent: int
+    failed: int
+
+
+@dataclass(frozen=True)
+class Due:
+    """An alert that is due: to whom, its kind and subject (once per user, kind and subject), the
+    mail, and how the log names it should it fail."""
+
+    user: User
+    kind: str
+    subject: str
+    message: EmailMessage
+    about: str
 
 
 def _accounts_with_thresholds() -> QuerySet[CreditAccount]:
@@ -98,33 +114,47 @@ def _send_once(*, user: User, kind: str, subject: str, message: EmailMessage, co
     return True
 
 
-def send_low_balance_alerts(*, connection: BaseEmailBackend, run: AlertRun) -> None:
-    accounts = _accounts_with_thresholds()
-    # Re-arm, in one statement: back above the threshold (with the margin), or turned off.
-    still_low = accounts.annotate(available_tenths=F("available") * 10).filter(
-        enabled=True, available_tenths__lt=F("threshold") * REARM_TENTHS
+def _send_all(due: Iterable[Due], *, connection: BaseEmailBackend) -> tuple[int, int]:
+    """Send each due alert once: how many were sent and how many failed. A failure is logged and
+    left for the next run, and does not stop the others."""
+    sent = failed = 0
+    for alert in due:
+        try:
+            sent += _send_once(
+                user=alert.user, kind=alert.kind, subject=alert.subject, message=alert.message, connection=connection
+            )
+        except Exception:  # one alert's failure must not stop the others (logged, retried)
+            logger.exception("%s not sent; the next run retries", alert.about)
+            failed += 1
+    return sent, failed
+
+
+def low_balance_rearm() -> int:
+    """Re-arm, in one statement, the low-balance alert of every account back above its threshold
+    (with the margin) or that turned it off; how many were re-armed."""
+    still_low = (
+        _accounts_with_thresholds()
+        .annotate(available_tenths=F("available") * 10)
+        .filter(enabled=True, available_tenths__lt=F("threshold") * REARM_TENTHS)
     )
-    run.low_balance_rearmed, _ = (
+    rearmed, _ = (
         AlertState.objects.filter(kind=AlertState.Kind.LOW_BALANCE)
         .exclude(user_id__in=still_low.values("user_id"))
         .delete()
     )
+    return rearmed
 
+
+def low_balance_due() -> Iterator[Due]:
     already = AlertState.objects.filter(kind=AlertState.Kind.LOW_BALANCE).values("user_id")
-    below = accounts.filter(enabled=True, available__lt=F("threshold")).exclude(user_id__in=already)
+    below = _accounts_with_thresholds().filter(enabled=True, available__lt=F("threshold")).exclude(user_id__in=already)
     for account in below.select_related("user"):
         message = low_balance_message(
             user=account.user, available_micros=account.available, threshold_micros=account.threshold
         )
-        try:
-            sent = _send_once(
-                user=account.user, kind=AlertState.Kind.LOW_BALANCE, subject="", message=message, connection=connection
-            )
-        except Exception:  # one account's failure must not stop the others (logged, retried)
-            logger.exception("low-balance alert for user %s not sent; the next run retries", account.user_id)
-            run.failed += 1
-            continue
-        run.low_balance_sent += sent
+        yield Due(
+            account.user, AlertState.Kind.LOW_BALANCE, "", message, f"low-balance alert for user {account.user_id}"
+        )
 
 
 def _last_week(today: dt.date) -> tuple[dt.date, dt.date, str]:
@@ -135,17 +165,11 @@ def _last_week(today: dt.date) -> tuple[dt.date, dt.date, str]:
 
 
 def weekly_summary_message(*, user: User, first: dt.date, last: dt.date) -> EmailMessage:
-    starts = dt.datetime.combine(first, dt.time.min, tzinfo=dt.UTC)
-    ends = dt.datetime.combine(last + dt.timedelta(days=1), dt.time.min, tzinfo=dt.UTC)
-    records = UsageRecord.objects.filter(user=user, created_at__gte=starts, created_at__lt=ends)
-    totals = records.aggregate(
-        requests=Count("id"),
-        tokens=Coalesce(Sum(F("prompt_tokens") + F("completion_tokens")), 0),
-        cost=Coalesce(Sum("cost_micros"), 0),
-        failed=Count("id", filter=Q(status_code__gte=400)),
-    )
+    window = UsageWindow(first_day=first, last_day=last)
+    totals = usage_totals_in(user=user, window=window)
     by_key = (
-        records.values("api_key__name", "api_key__hint")
+        usage_records(user=user, window=window)
+        .values("api_key__name", "api_key__hint")
         .annotate(requests=Count("id"), cost=Coalesce(Sum("cost_micros"), 0))
         .order_by("-cost", "-requests", "api_key__name")[:SUMMARY_TOP_KEYS]
     )
@@ -155,9 +179,9 @@ def weekly_summary_message(*, user: User, first: dt.date, last: dt.date) -> Emai
         "",
         f"your DOS AI usage from {first:%a %b} {first.day} to {last:%a %b} {last.day}, {last.year} (UTC):",
         "",
-        f"  Requests: {totals['requests']:,}" + (f" ({totals['failed']:,} failed)" if totals["failed"] else ""),
-        f"  Tokens:   {totals['tokens']:,}",
-        f"  Cost:     {format_usd(totals['cost'], 6)}",
+        f"  Requests: {totals.requests:,}" + (f" ({totals.failed:,} failed)" if totals.failed else ""),
+        f"  Tokens:   {totals.tokens:,}",
+        f"  Cost:     {format_usd(totals.cost_micros, 6)}",
     ]
     if by_key:
         lines += ["", "By API key:"]
@@ -175,21 +199,13 @@ def weekly_summary_message(*, user: User, first: dt.date, last: dt.date) -> Emai
     )
 
 
-def send_weekly_summaries(*, connection: BaseEmailBackend, run: AlertRun, today: dt.date) -> None:
+def weekly_summaries_due(*, today: dt.date) -> Iterator[Due]:
     first, last, week = _last_week(today)
     done = AlertState.objects.filter(kind=AlertState.Kind.WEEKLY_SUMMARY, subject=week).values("user_id")
     users = User.objects.filter(is_active=True, alert_settings__weekly_summary_enabled=True).exclude(pk__in=done)
     for user in users:
         message = weekly_summary_message(user=user, first=first, last=last)
-        try:
-            sent = _send_once(
-                user=user, kind=AlertState.Kind.WEEKLY_SUMMARY, subject=week, message=message, connection=connection
-            )
-        except Exception:  # one account's failure must not stop the others (logged, retried)
-            logger.exception("weekly summary for user %s not sent; the next run retries", user.pk)
-            run.failed += 1
-            continue
-        run.weekly_sent += sent
+        yield Due(user, AlertState.Kind.WEEKLY_SUMMARY, week, message, f"weekly summary for user {user.pk}")
 
 
 def key_spend_message(*, api_key: ApiKey, spent_micros: int, limit_micros: int, reached: bool) -> EmailMessage:
@@ -212,7 +228,7 @@ def key_spend_message(*, api_key: ApiKey, spent_micros: int, limit_micros: int, 
     return EmailMessage(subject, body, to=[api_key.owner.email])
 
 
-def send_key_spend_alerts(*, connection: BaseEmailBackend, run: AlertRun, now: dt.datetime) -> None:
+def key_spend_due(*, now: dt.datetime) -> Iterator[Due]:
     """80% and 100% of a key's spend limit, once per key, threshold and period."""
     from apikeys.limits import period_start
 
@@ -234,21 +250,21 @@ def send_key_spend_alerts(*, connection: BaseEmailBackend, run: AlertRun, now: d
         if AlertState.objects.filter(user=api_key.owner, kind=kind, subject=subject).exists():
             continue
         message = key_spend_message(api_key=api_key, spent_micros=spent, limit_micros=limit, reached=reached)
-        try:
-            sent = _send_once(user=api_key.owner, kind=kind, subject=subject, message=message, connection=connection)
-        except Exception:  # one key's failure must not stop the others (logged, retried)
-            logger.exception("spend alert for key %s not sent; the next run retries", api_key.pk)
-            run.failed += 1
-            continue
-        run.key_spend_sent += sent
+        yield Due(api_key.owner, kind, subject, message, f"spend alert for key {api_key.pk}")
 
 
 def alerts_send(*, today: dt.date | None = None) -> AlertRun:
     """Send every alert that is due, each once. Safe to run as often as you like."""
-    run = AlertRun()
     today = today or timezone.now().astimezone(dt.UTC).date()
     with get_connection() as connection:
-        send_low_balance_alerts(connection=connection, run=run)
-        send_key_spend_alerts(connection=connection, run=run, now=timezone.now())
-        send_weekly_summaries(connection=connection, run=run, today=today)
-    return run
+        rearmed = low_balance_rearm()
+        low_balance_sent, low_balance_failed = _send_all(low_balance_due(), connection=connection)
+        key_spend_sent, key_spend_failed = _send_all(key_spend_due(now=timezone.now()), connection=connection)
+        weekly_sent, weekly_failed = _send_all(weekly_summaries_due(today=today), connection=connection)
+    return AlertRun(
+        low_balance_sent=low_balance_sent,
+        low_balance_rearmed=rearmed,
+        key_spend_sent=key_spend_sent,
+        weekly_sent=weekly_sent,
+        failed=low_balance_failed + key_spend_failed + weekly_failed,
+    )

@@ -117,7 +117,8 @@ def usage_window(*, today: dt.date | None = None, days: int = WINDOW_DAYS) -> Us
     return UsageWindow(first_day=today - dt.timedelta(days=days - 1), last_day=today)
 
 
-def _records(*, user: User, window: UsageWindow, api_key: ApiKey | None = None) -> QuerySet[UsageRecord]:
+def usage_records(*, user: User, window: UsageWindow, api_key: ApiKey | None = None) -> QuerySet[UsageRecord]:
+    """The user's usage records in the window (of one of its keys, if given), unordered."""
     records = UsageRecord.objects.filter(
         user=user, created_at__gte=window.starts_at, created_at__lt=window.ends_at
     ).order_by()
@@ -154,7 +155,7 @@ def mark_spikes(days: Iterable[DayUsage]) -> None:
 def usage_daily(*, user: User, window: UsageWindow, api_key: ApiKey | None = None) -> list[DayUsage]:
     """One DayUsage per day of the window, oldest first, zeros where there was no usage."""
     rows = (
-        _records(user=user, window=window, api_key=api_key)
+        usage_records(user=user, window=window, api_key=api_key)
         .annotate(day=TruncDate("created_at", tzinfo=dt.UTC))
         .values("day")
         .annotate(**_SUMS)
@@ -176,11 +177,16 @@ def usage_totals(series: Iterable[DayUsage]) -> UsageTotals:
     return totals
 
 
+def usage_totals_in(*, user: User, window: UsageWindow) -> UsageTotals:
+    """The user's usage in the window, added up in one query."""
+    return UsageTotals(**usage_records(user=user, window=window).aggregate(**_SUMS))
+
+
 def usage_by_key(*, user: User, window: UsageWindow) -> list[KeyUsage]:
     """Every key of the user with usage in the window, biggest spender first, each with its
     own daily series so a leaked key's spike shows on its own row."""
     rows = (
-        _records(user=user, window=window)
+        usage_records(user=user, window=window)
         .annotate(day=TruncDate("created_at", tzinfo=dt.UTC))
         .values("api_key_id", "day")
         .annotate(**_SUMS)
@@ -212,7 +218,7 @@ def usage_by_key(*, user: User, window: UsageWindow) -> list[KeyUsage]:
 
 
 def usage_by_model(*, user: User, window: UsageWindow, api_key: ApiKey | None = None) -> list[ModelUsage]:
-    rows = _records(user=user, window=window, api_key=api_key).values("model").annotate(**_SUMS)
+    rows = usage_records(user=user, window=window, api_key=api_key).values("model").annotate(**_SUMS)
     breakdown = [ModelUsage(model=row.pop("model"), totals=UsageTotals(**row)) for row in rows]
     breakdown.sort(key=lambda item: (-item.totals.cost_micros, -item.totals.requests, item.model))
     return breakdown
@@ -220,9 +226,7 @@ def usage_by_model(*, user: User, window: UsageWindow, api_key: ApiKey | None = 
 
 def usage_filter_keys(*, user: User, window: UsageWindow) -> QuerySet[ApiKey]:
     """Keys offered in the filter: active ones, and revoked ones that still have usage to show."""
-    with_usage = UsageRecord.objects.filter(
-        user=user, created_at__gte=window.starts_at, created_at__lt=window.ends_at
-    ).values("api_key_id")
+    with_usage = usage_records(user=user, window=window).values("api_key_id")
     return ApiKey.objects.filter(owner=user).filter(Q(revoked_at__isnull=True) | Q(pk__in=with_usage))
 
 

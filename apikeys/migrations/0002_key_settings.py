@@ -18,6 +18,30 @@ def rename_duplicate_active_names(apps, schema_editor):
             ApiKey.objects.filter(pk=api_key.pk).update(name=name)
 
 
+# The key's settings, each a new nullable or defaulted column of apikey, in this order.
+NEW_FIELDS = [
+    ('allowed_ips', models.JSONField(blank=True, null=True)),
+    ('allowed_models', models.JSONField(blank=True, null=True)),
+    ('expires_at', models.DateTimeField(blank=True, null=True)),
+    ('max_concurrency', models.PositiveIntegerField(blank=True, null=True)),
+    ('previous_hashed_key', models.CharField(blank=True, editable=False, max_length=64, null=True, unique=True)),
+    ('previous_key_expires_at', models.DateTimeField(blank=True, editable=False, null=True)),
+    ('rolled_at', models.DateTimeField(blank=True, editable=False, null=True)),
+    ('spend_held_micros', models.BigIntegerField(default=0, editable=False)),
+    ('spend_limit_micros', models.BigIntegerField(blank=True, null=True)),
+    ('spend_period', models.CharField(blank=True, choices=[('day', 'per day'), ('week', 'per week'), ('month', 'per month'), ('total', 'in total')], default='', max_length=8)),
+    ('spend_period_start', models.DateTimeField(blank=True, editable=False, null=True)),
+    ('spend_spent_micros', models.BigIntegerField(default=0, editable=False)),
+]
+# Added once the duplicate active names are renamed (the first one needs them unique).
+NEW_CONSTRAINTS = [
+    models.UniqueConstraint(condition=models.Q(('revoked_at__isnull', True)), fields=('owner', 'name'), name='apikey_active_name_unique'),
+    models.CheckConstraint(condition=models.Q(models.Q(('spend_limit_micros__isnull', True), ('spend_period', '')), models.Q(('spend_limit_micros__gte', 0), ('spend_period__in', ['day', 'week', 'month', 'total'])), _connector='OR'), name='apikey_spend_limit_has_period'),
+    models.CheckConstraint(condition=models.Q(('max_concurrency__isnull', True), ('max_concurrency__gte', 1), _connector='OR'), name='apikey_concurrency_positive'),
+    models.CheckConstraint(condition=models.Q(('spend_held_micros__gte', 0), ('spend_spent_micros__gte', 0)), name='apikey_spend_non_negative'),
+]
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -26,81 +50,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.AddField(
-            model_name='apikey',
-            name='allowed_ips',
-            field=models.JSONField(blank=True, null=True),
-        ),
-        migrations.AddField(
-            model_name='apikey',
-            name='allowed_models',
-            field=models.JSONField(blank=True, null=True),
-        ),
-        migrations.AddField(
-            model_name='apikey',
-            name='expires_at',
-            field=models.DateTimeField(blank=True, null=True),
-        ),
-        migrations.AddField(
-            model_name='apikey',
-            name='max_concurrency',
-            field=models.PositiveIntegerField(blank=True, null=True),
-        ),
-        migrations.AddField(
-            model_name='apikey',
-            name='previous_hashed_key',
-            field=models.CharField(blank=True, editable=False, max_length=64, null=True, unique=True),
-        ),
-        migrations.AddField(
-            model_name='apikey',
-            name='previous_key_expires_at',
-            field=models.DateTimeField(blank=True, editable=False, null=True),
-        ),
-        migrations.AddField(
-            model_name='apikey',
-            name='rolled_at',
-            field=models.DateTimeField(blank=True, editable=False, null=True),
-        ),
-        migrations.AddField(
-            model_name='apikey',
-            name='spend_held_micros',
-            field=models.BigIntegerField(default=0, editable=False),
-        ),
-        migrations.AddField(
-            model_name='apikey',
-            name='spend_limit_micros',
-            field=models.BigIntegerField(blank=True, null=True),
-        ),
-        migrations.AddField(
-            model_name='apikey',
-            name='spend_period',
-            field=models.CharField(blank=True, choices=[('day', 'per day'), ('week', 'per week'), ('month', 'per month'), ('total', 'in total')], default='', max_length=8),
-        ),
-        migrations.AddField(
-            model_name='apikey',
-            name='spend_period_start',
-            field=models.DateTimeField(blank=True, editable=False, null=True),
-        ),
-        migrations.AddField(
-            model_name='apikey',
-            name='spend_spent_micros',
-            field=models.BigIntegerField(default=0, editable=False),
-        ),
+        *[migrations.AddField(model_name='apikey', name=name, field=field) for name, field in NEW_FIELDS],
         migrations.RunPython(rename_duplicate_active_names, migrations.RunPython.noop),
-        migrations.AddConstraint(
-            model_name='apikey',
-            constraint=models.UniqueConstraint(condition=models.Q(('revoked_at__isnull', True)), fields=('owner', 'name'), name='apikey_active_name_unique'),
-        ),
-        migrations.AddConstraint(
-            model_name='apikey',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('spend_limit_micros__isnull', True), ('spend_period', '')), models.Q(('spend_limit_micros__gte', 0), ('spend_period__in', ['day', 'week', 'month', 'total'])), _connector='OR'), name='apikey_spend_limit_has_period'),
-        ),
-        migrations.AddConstraint(
-            model_name='apikey',
-            constraint=models.CheckConstraint(condition=models.Q(('max_concurrency__isnull', True), ('max_concurrency__gte', 1), _connector='OR'), name='apikey_concurrency_positive'),
-        ),
-        migrations.AddConstraint(
-            model_name='apikey',
-            constraint=models.CheckConstraint(condition=models.Q(('spend_held_micros__gte', 0), ('spend_spent_micros__gte', 0)), name='apikey_spend_non_negative'),
-        ),
+        *[migrations.AddConstraint(model_name='apikey', constraint=constraint) for constraint in NEW_CONSTRAINTS],
     ]

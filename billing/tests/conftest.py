@@ -21,8 +21,8 @@ from apikeys.models import ApiKey
 from apikeys.services import api_key_revoke
 from billing.models import ServedModel, UsageRecord
 from billing.services import credit_reserve, usage_settle
-from billing.settlement import Settlement
 from dosportal.testing.keys import key_for
+from dosportal.testing.settlements import call_settlement
 
 CHAT_COST = 1_250
 EMBED_COST = 40
@@ -78,21 +78,17 @@ def settle_usage(
     hold_id = credit_reserve(user_id=api_key.owner_id, amount_micros=100_000, request_id=request_id)
     assert hold_id is not None, "the test account cannot cover the hold"
     return usage_settle(
-        settlement=Settlement(
+        settlement=call_settlement(
             hold_id=hold_id,
             user_id=api_key.owner_id,
             api_key_id=api_key.pk,
             request_id=request_id,
-            client_request_id="",
             endpoint="embeddings" if served.kind == ServedModel.Kind.EMBEDDING else "chat/completions",
             model=served.name,
             input_price_micros_per_million=served.input_price_micros_per_million,
             output_price_micros_per_million=served.output_price_micros_per_million,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
-            charge=True,
-            status_code=200,
-            streamed=False,
             latency_ms=120,
             started_at=at or dt.datetime.now(dt.UTC),
         )

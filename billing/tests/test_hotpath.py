@@ -21,6 +21,7 @@ from apikeys.services import api_key_create, api_key_update
 from billing.models import CreditAccount, CreditHold, UsageRecord
 from billing.services import Refusal
 from billing.settlement import Settlement
+from dosportal.testing.settlements import call_settlement
 from dosportal.v1.store import Caller, OrmStore, PgStore, conninfo_from_settings
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -63,21 +64,13 @@ def _settlement(
     caller: Caller, hold_id: int, request_id: str, charge: int, started_at: dt.datetime = DAY_1_LATE
 ) -> Settlement:
     # 1 micro-USD per prompt token makes the charge exact.
-    return Settlement(
+    return call_settlement(
         hold_id=hold_id,
         user_id=caller.owner_id,
         api_key_id=caller.key_id,
         request_id=request_id,
-        client_request_id="",
-        endpoint="chat/completions",
-        model="dos-ai",
         input_price_micros_per_million=1_000_000,
-        output_price_micros_per_million=0,
         prompt_tokens=charge,
-        completion_tokens=0,
-        charge=True,
-        status_code=200,
-        streamed=False,
         latency_ms=1,
         started_at=started_at,
     )

@@ -21,6 +21,7 @@ from billing.selectors import ledger_sum_micros
 from billing.services import CreditError, credit_reserve, credits_grant, usage_settle
 from billing.settlement import Settlement
 from dosportal.testing.keys import key_for
+from dosportal.testing.settlements import call_settlement
 
 
 def account_of(user: User) -> CreditAccount:
@@ -46,21 +47,15 @@ def assert_consistent(user: User) -> None:
 
 def outcome(user: User, api_key: ApiKey, request_id: str, *, hold_id: int, cost: int, status: int = 200) -> Settlement:
     """A call of 100 + 50 tokens worth exactly `cost` micro-USD (its input priced to make it so)."""
-    return Settlement(
+    return call_settlement(
         hold_id=hold_id,
         user_id=user.pk,
         api_key_id=api_key.pk,
         request_id=request_id,
-        client_request_id="",
-        endpoint="chat/completions",
-        model="dos-ai",
         input_price_micros_per_million=cost * 10_000,
-        output_price_micros_per_million=0,
         prompt_tokens=100 if status == 200 else 0,
         completion_tokens=50 if status == 200 else 0,
-        charge=status == 200,
         status_code=status,
-        streamed=False,
         latency_ms=42,
         started_at=dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
     )

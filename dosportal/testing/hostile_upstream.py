@@ -13,13 +13,9 @@ every request body in `requests`, as the fake upstream does. Extra `mode`s:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
-from typing import Any
 
-import pytest
-
-from dosportal.testing.upstream import REPLY_WORDS, FakeUpstream, _Handler, serving
+from dosportal.testing.upstream import REPLY_WORDS, FakeUpstream, _Handler, server_fixtures
 
 HUGE_USAGE = {"prompt_tokens": 2**31 + 7, "completion_tokens": 2**40, "total_tokens": 2**40 + 2**31 + 7}
 
@@ -85,13 +81,6 @@ class _HostileHandler(_Handler):
         return None
 
 
-@pytest.fixture(scope="session")
-def _hostile_upstream_server() -> Iterator[HostileUpstream]:
-    with serving(HostileUpstream()) as server:
-        yield server
-
-
-@pytest.fixture
-def hostile_upstream(_hostile_upstream_server: HostileUpstream) -> Any:
-    _hostile_upstream_server.reset()
-    return _hostile_upstream_server
+_hostile_upstream_server, hostile_upstream = server_fixtures(
+    HostileUpstream, session_name="_hostile_upstream_server", name="hostile_upstream"
+)

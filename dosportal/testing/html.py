@@ -11,3 +11,12 @@ TAG = re.compile(r"<[^>]+>")
 def text_of(markup: str) -> str:
     """The text a browser shows, roughly: tags removed, entities decoded (for coloured code)."""
     return html.unescape(TAG.sub("", markup))
+
+
+def fragment_of(response, opening: str) -> str:
+    """The markup of an htmx answer: a 200 whose body is a fragment starting with `opening`
+    (white space before it aside), not a whole page."""
+    assert response.status_code == 200, response.status_code
+    content = response.content.decode()
+    assert content.lstrip().startswith(opening), content[:200]
+    return content

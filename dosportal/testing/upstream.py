@@ -13,7 +13,7 @@ import json
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
@@ -243,13 +243,22 @@ def serving(server: S) -> Iterator[S]:
         server.server_close()
 
 
-@pytest.fixture(scope="session")
-def _upstream_server() -> Iterator[FakeUpstream]:
-    with serving(FakeUpstream()) as server:
-        yield server
+def server_fixtures(make: Callable[[], FakeUpstream], *, session_name: str, name: str) -> tuple[Any, Any]:
+    """The two fixtures of a test server: `session_name` serves it for the whole session (as it is,
+    for session fixtures such as a gateway pointed at it), `name` is that server reset for a test."""
+
+    @pytest.fixture(scope="session", name=session_name)
+    def for_the_session() -> Iterator[FakeUpstream]:
+        with serving(make()) as server:
+            yield server
+
+    @pytest.fixture(name=name)
+    def for_one_test(request: pytest.FixtureRequest) -> FakeUpstream:
+        server = request.getfixturevalue(session_name)
+        server.reset()
+        return server
+
+    return for_the_session, for_one_test
 
 
-@pytest.fixture
-def fake_upstream(_upstream_server: FakeUpstream) -> FakeUpstream:
-    _upstream_server.reset()
-    return _upstream_server
+_upstream_server, fake_upstream = server_fixtures(FakeUpstream, session_name="_upstream_server", name="fake_upstream")

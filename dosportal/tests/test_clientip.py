@@ -11,40 +11,29 @@ from dosportal.clientip import client_ip, client_ip_from, parse_trusted_proxies
 TRUSTED = parse_trusted_proxies(["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"])
 
 
-def test_without_a_header_it_is_the_peer() -> None:
-    assert client_ip_from("203.0.113.5", None, TRUSTED) == "203.0.113.5"
-
-
-def test_a_header_from_an_untrusted_peer_is_ignored() -> None:
-    assert client_ip_from("203.0.113.5", "198.51.100.1", TRUSTED) == "203.0.113.5"
-
-
-def test_a_trusted_proxy_gives_the_client_it_saw() -> None:
-    assert client_ip_from("10.1.2.3", "198.51.100.1", TRUSTED) == "198.51.100.1"
-
-
-def test_addresses_a_client_wrote_itself_are_not_believed() -> None:
-    # The client sent "1.1.1.1"; our proxy appended the address it really saw.
-    assert client_ip_from("10.1.2.3", "1.1.1.1, 198.51.100.1", TRUSTED) == "198.51.100.1"
-
-
-def test_a_chain_of_trusted_proxies_is_walked_from_the_right() -> None:
-    assert client_ip_from("10.0.0.1", "198.51.100.1, 192.0.2.7, 10.9.9.9", TRUSTED) == "198.51.100.1"
-
-
-def test_garbage_stops_at_the_last_trusted_hop() -> None:
-    assert client_ip_from("10.0.0.1", "198.51.100.1, not-an-ip", TRUSTED) == "10.0.0.1"
-
-
-def test_ports_brackets_and_ipv4_mapped_addresses_are_understood() -> None:
-    assert client_ip_from("10.0.0.1", "[2001:db9::1]:443", TRUSTED) == "2001:db9::1"
-    assert client_ip_from("10.0.0.1", "198.51.100.1:5678", TRUSTED) == "198.51.100.1"
-    assert client_ip_from("::ffff:203.0.113.5", None, TRUSTED) == "203.0.113.5"
-
-
-def test_an_unknown_peer_gives_an_empty_address() -> None:
-    assert client_ip_from(None, "198.51.100.1", TRUSTED) == ""
-    assert client_ip_from("garbage", None, TRUSTED) == ""
+@pytest.mark.parametrize(
+    ("peer", "forwarded_for", "expected"),
+    [
+        pytest.param("203.0.113.5", None, "203.0.113.5", id="without a header it is the peer"),
+        pytest.param("203.0.113.5", "198.51.100.1", "203.0.113.5", id="a header from an untrusted peer is ignored"),
+        pytest.param("10.1.2.3", "198.51.100.1", "198.51.100.1", id="a trusted proxy gives the client it saw"),
+        # The client sent "1.1.1.1"; our proxy appended the address it really saw.
+        pytest.param("10.1.2.3", "1.1.1.1, 198.51.100.1", "198.51.100.1", id="what a client wrote is not believed"),
+        pytest.param(
+            "10.0.0.1", "198.51.100.1, 192.0.2.7, 10.9.9.9", "198.51.100.1", id="trusted proxies walked from the right"
+        ),
+        pytest.param("10.0.0.1", "198.51.100.1, not-an-ip", "10.0.0.1", id="garbage stops at the last trusted hop"),
+        pytest.param("10.0.0.1", "[2001:db9::1]:443", "2001:db9::1", id="brackets and a port"),
+        pytest.param("10.0.0.1", "198.51.100.1:5678", "198.51.100.1", id="an IPv4 address and a port"),
+        pytest.param("::ffff:203.0.113.5", None, "203.0.113.5", id="an IPv4-mapped peer"),
+        pytest.param(None, "198.51.100.1", "", id="an unknown peer gives an empty address"),
+        pytest.param("garbage", None, "", id="a peer that is no address gives an empty address"),
+    ],
+)
+def test_the_client_ip_is_the_peer_or_what_a_trusted_proxy_saw(
+    peer: str | None, forwarded_for: str | None, expected: str
+) -> None:
+    assert client_ip_from(peer, forwarded_for, TRUSTED) == expected
 
 
 def test_nothing_is_trusted_by_default() -> None:

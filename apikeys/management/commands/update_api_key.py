@@ -26,6 +26,19 @@ from apikeys.management.commands._keyargs import (
 from apikeys.services import UNSET, api_key_update, describe_key_settings
 from billing.money import InvalidAmount, usd_to_micros
 
+# Settings with an option that sets them and one that clears them: the field, the two options
+# (by their dest), and the error for an empty list where a list is given.
+SET_OR_CLEAR = (
+    (
+        "allowed_models",
+        "models",
+        "all_models",
+        "--models needs at least one model name; use --all-models for every model.",
+    ),
+    ("max_concurrency", "max_concurrency", "no_max_concurrency", None),
+    ("allowed_ips", "allow_ips", "any_ip", "--allow-ips needs at least one address or range; use --any-ip for any."),
+)
+
 
 class Command(BaseCommand):
     help = "Change an API key's name, expiry, spend limit, models, concurrency cap or allowed addresses."
@@ -75,22 +88,13 @@ class Command(BaseCommand):
             raise CommandError("--spend-period goes with --spend-limit USD.")
         elif options["no_spend_limit"]:
             changes["spend_limit_micros"] = None
-        if options["models"] is not None:
-            if not options["models"]:
-                raise CommandError("--models needs at least one model name; use --all-models for every model.")
-            changes["allowed_models"] = options["models"]
-        elif options["all_models"]:
-            changes["allowed_models"] = None
-        if options["max_concurrency"] is not None:
-            changes["max_concurrency"] = options["max_concurrency"]
-        elif options["no_max_concurrency"]:
-            changes["max_concurrency"] = None
-        if options["allow_ips"] is not None:
-            if not options["allow_ips"]:
-                raise CommandError("--allow-ips needs at least one address or range; use --any-ip for any.")
-            changes["allowed_ips"] = options["allow_ips"]
-        elif options["any_ip"]:
-            changes["allowed_ips"] = None
+        for field, option, clear_option, empty_error in SET_OR_CLEAR:
+            if options[option] is not None:
+                if empty_error and not options[option]:
+                    raise CommandError(empty_error)
+                changes[field] = options[option]
+            elif options[clear_option]:
+                changes[field] = None
         if options["rename"] is not None:
             changes["name"] = options["rename"]
         if not changes:

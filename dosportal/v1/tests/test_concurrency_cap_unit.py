@@ -4,30 +4,9 @@ calls consume nothing, a slot frees when its call ends or its lease lapses, rene
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
 
-import pytest
-
+from dosportal.testing.limiters import Limiter
 from dosportal.v1 import ratelimit
-from dosportal.v1.ratelimit import MemoryLimiter, RedisLimiter
-
-Limiter = RedisLimiter | MemoryLimiter
-
-
-@pytest.fixture(params=["redis", "memory"])
-async def make_limiter(request: pytest.FixtureRequest, settings) -> AsyncIterator[Callable[[float], Limiter]]:
-    made: list[Limiter] = []
-
-    def make(lease_seconds: float) -> Limiter:
-        settings.DOS_AI_CONCURRENCY_LEASE_SECONDS = lease_seconds
-        limiter = RedisLimiter(settings.REDIS_URL, 60) if request.param == "redis" else MemoryLimiter(60)
-        made.append(limiter)
-        return limiter
-
-    yield make
-    for limiter in made:
-        if isinstance(limiter, RedisLimiter):
-            await limiter.redis.aclose()
 
 
 async def admit(limiter: Limiter, cap: int = 2):
@@ -35,7 +14,7 @@ async def admit(limiter: Limiter, cap: int = 2):
 
 
 async def test_the_cap_is_exact_and_a_refusal_consumes_nothing(make_limiter) -> None:
-    limiter = make_limiter(60)
+    limiter = make_limiter(60, lease_seconds=60)
     first, second, third = [await admit(limiter) for _ in range(3)]
 
     assert (first.admitted, second.admitted, third.admitted) == (True, True, False)
@@ -47,7 +26,7 @@ async def test_the_cap_is_exact_and_a_refusal_consumes_nothing(make_limiter) -> 
 
 
 async def test_a_402_gives_back_both_the_entry_and_the_slot(make_limiter) -> None:
-    limiter = make_limiter(60)
+    limiter = make_limiter(60, lease_seconds=60)
     decision = await admit(limiter, cap=1)
     await limiter.release(7, decision.entry)
     again = await admit(limiter, cap=1)
@@ -55,7 +34,7 @@ async def test_a_402_gives_back_both_the_entry_and_the_slot(make_limiter) -> Non
 
 
 async def test_a_lapsed_lease_frees_the_slot_and_renewal_keeps_it(make_limiter) -> None:
-    limiter = make_limiter(0.4)
+    limiter = make_limiter(60, lease_seconds=0.4)
     kept = await admit(limiter, cap=1)
     for _ in range(3):
         await asyncio.sleep(0.2)
@@ -66,7 +45,7 @@ async def test_a_lapsed_lease_frees_the_slot_and_renewal_keeps_it(make_limiter) 
 
 
 async def test_without_a_cap_no_slot_is_taken(make_limiter) -> None:
-    limiter = make_limiter(60)
+    limiter = make_limiter(60, lease_seconds=60)
     decisions = [await admit(limiter, cap=0) for _ in range(5)]
     assert all(decision.admitted and not decision.slot for decision in decisions)
     await ratelimit.release_slot(7, decisions[0])  # nothing to give back: a no-op

@@ -362,21 +362,32 @@ def test_an_upstream_error_never_shows_the_upstream_model_name(
     assert_balance_ok(api_user)
 
 
-def test_a_stream_that_ends_without_a_finish_reason_ends_with_an_error_and_is_charged_for_what_it_delivered(
-    hostile_gateway, hostile_upstream, api_key, api_user
-):
-    hostile_upstream.mode = "no_finish"
+UNFINISHED_STREAM = error(
+    "The inference server ended the stream before it was complete.", "upstream_error", "upstream_unavailable"
+)
 
-    response, events = stream_chat(hostile_gateway.url, api_key)
+
+def broken_stream(gateway, upstream, api_key: str, mode: str) -> tuple[list[str], UsageRecord]:
+    """A stream the upstream breaks in `mode`: the events before the error that ends it (never
+    [DONE]), and the call's usage record."""
+    upstream.mode = mode
+
+    response, events = stream_chat(gateway.url, api_key)
 
     assert response.status_code == 200
     assert "[DONE]" not in events
-    assert json.loads(events[-1]) == error(
-        "The inference server ended the stream before it was complete.", "upstream_error", "upstream_unavailable"
+    assert json.loads(events[-1]) == UNFINISHED_STREAM
+    return events[:-1], UsageRecord.objects.get()
+
+
+def test_a_stream_that_ends_without_a_finish_reason_ends_with_an_error_and_is_charged_for_what_it_delivered(
+    hostile_gateway, hostile_upstream, api_key, api_user
+):
+    delivered, record = broken_stream(hostile_gateway, hostile_upstream, api_key, "no_finish")
+
+    assert "".join(json.loads(event)["choices"][0]["delta"].get("content", "") for event in delivered) == (
+        "Hello from the fake upstream."
     )
-    delivered = "".join(json.loads(event)["choices"][0]["delta"].get("content", "") for event in events[:-1])
-    assert delivered == "Hello from the fake upstream."
-    record = UsageRecord.objects.get()
     assert (record.status_code, record.prompt_tokens, record.completion_tokens, record.cost_micros) == (
         502, 11, 8, ESTIMATED_MICROS,
     )  # fmt: skip
@@ -387,15 +398,9 @@ def test_a_stream_that_ends_without_a_finish_reason_ends_with_an_error_and_is_ch
 def test_a_stream_that_is_not_sse_ends_with_an_error_and_is_not_charged(
     hostile_gateway, hostile_upstream, api_key, api_user
 ):
-    hostile_upstream.mode = "not_sse"
+    delivered, record = broken_stream(hostile_gateway, hostile_upstream, api_key, "not_sse")
 
-    response, events = stream_chat(hostile_gateway.url, api_key)
-
-    assert response.status_code == 200
-    assert [json.loads(event) for event in events] == [
-        error("The inference server ended the stream before it was complete.", "upstream_error", "upstream_unavailable")
-    ]
-    record = UsageRecord.objects.get()
+    assert delivered == []
     assert (record.status_code, record.prompt_tokens, record.completion_tokens, record.cost_micros) == (502, 0, 0, 0)
     assert not LedgerEntry.objects.filter(kind="usage").exists()
     assert CreditAccount.objects.get(user=api_user).balance_micros == SIGNUP_MICROS

@@ -20,34 +20,11 @@ import redis
 from asgiref.sync import async_to_sync
 from django.conf import settings
 
+from dosportal.testing.limiters import Limiter, redis_url
 from dosportal.v1 import ratelimit
 from dosportal.v1.ratelimit import Decision, MemoryLimiter, RedisLimiter, format_duration
 
-Limiter = RedisLimiter | MemoryLimiter
 SLACK_MS = 2  # the limiters' clocks count whole milliseconds
-
-
-def redis_url() -> str:
-    if not settings.REDIS_URL:
-        pytest.fail("the limiter tests need a real Redis: set REDIS_URL (make test does)")
-    return settings.REDIS_URL
-
-
-@pytest.fixture(params=["redis", "memory"])
-async def make_limiter(request: pytest.FixtureRequest) -> AsyncIterator[Callable[[float], Limiter]]:
-    made: list[Limiter] = []
-
-    def make(window_seconds: float) -> Limiter:
-        limiter = (
-            RedisLimiter(redis_url(), window_seconds) if request.param == "redis" else MemoryLimiter(window_seconds)
-        )
-        made.append(limiter)
-        return limiter
-
-    yield make
-    for limiter in made:
-        if isinstance(limiter, RedisLimiter):
-            await limiter.redis.aclose()
 
 
 @pytest.fixture
