@@ -12,16 +12,16 @@ import argparse
 import asyncio
 import json
 
-COMPLETION = json.dumps(
-    {
-        "id": "chatcmpl-bench",
-        "object": "chat.completion",
-        "created": 1,
-        "model": "bench-upstream",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello there!"}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12},
-    }
-).encode()
+# The one answer of the benchmark: the upstream's, and the floor's (bench/floor.py).
+ANSWER = {
+    "id": "chatcmpl-bench",
+    "object": "chat.completion",
+    "created": 1,
+    "model": "bench-upstream",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello there!"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12},
+}
+COMPLETION = json.dumps(ANSWER).encode()
 
 
 def chunk(content: str | None, finish: str | None = None, usage: dict | None = None) -> bytes:

@@ -25,14 +25,7 @@ from django.core.asgi import get_asgi_application
 from django.http import HttpRequest, JsonResponse
 from django.urls import path
 
-ANSWER = {
-    "id": "chatcmpl-bench",
-    "object": "chat.completion",
-    "created": 1,
-    "model": "dos-ai",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello there!"}, "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12},
-}
+from bench.fake_upstream import ANSWER
 
 
 async def view(request: HttpRequest, rest: str = "") -> JsonResponse:
