@@ -81,6 +81,7 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
 async def _stream(send: Send, stream: Any) -> None:
     headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
-    async for event in stream.events():
-        await send({"type": "http.response.body", "body": b"data: " + event + b"\n\n", "more_body": True})
+    async for batch in stream.batches():
+        body = b"".join(b"data: " + event + b"\n\n" for event in batch)
+        await send({"type": "http.response.body", "body": body, "more_body": True})
     await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})

@@ -77,11 +77,12 @@ class DevelopmentStream:
         self.chunks = chunks
         self.delay = delay
 
-    async def events(self) -> AsyncIterator[bytes]:
+    async def batches(self) -> AsyncIterator[list[bytes]]:
+        """One event at a time, `delay` apart."""
         for index, chunk in enumerate(self.chunks):
             if index and self.delay:
                 await asyncio.sleep(self.delay)
-            yield json.dumps(chunk, separators=(",", ":")).encode()
+            yield [json.dumps(chunk, separators=(",", ":")).encode()]
 
     async def aclose(self) -> None:
         return None

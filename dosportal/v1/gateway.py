@@ -533,30 +533,34 @@ def _relay(metered: Metered, stream: UpstreamStream) -> AsyncIterator[bytes]:
 async def _completion_chunks(metered: Metered, stream: UpstreamStream, meter: _Meter) -> AsyncIterator[bytes]:
     rename = _model_renamer(metered)
     wants_usage = metered.parsed.client_wants_usage
-    async for data in stream.events():
-        data = data.strip()
-        if b'"usage"' not in data and data.startswith(b"{") and data.endswith(b"}"):
-            meter.finished = meter.finished or _FINISHED.search(data) is not None
-            meter.delivered.raw.append(data)
-            yield b"data: " + rename(data) + b"\n\n"
-            continue
-        try:
-            chunk = json.loads(data)
-        except ValueError:
-            continue  # not an event the API defines: drop it rather than confuse SDK parsers
-        if not isinstance(chunk, dict):
-            continue
-        meter.usage = _usage_numbers(chunk.get("usage")) or meter.usage
-        meter.finished = meter.finished or _finished(chunk)
-        if "model" in chunk:
-            chunk["model"] = metered.model.name
-        if not wants_usage:
-            # We asked the upstream for usage; a client that did not gets the stream it asked for.
-            chunk.pop("usage", None)
-            if not chunk.get("choices"):
+    async for batch in stream.batches():
+        out = []
+        for data in batch:
+            data = data.strip()
+            if b'"usage"' not in data and data.startswith(b"{") and data.endswith(b"}"):
+                meter.finished = meter.finished or _FINISHED.search(data) is not None
+                meter.delivered.raw.append(data)
+                out.append(b"data: " + rename(data) + b"\n\n")
                 continue
-        meter.delivered.texts.append(_completion_text(chunk))
-        yield _sse(chunk)
+            try:
+                chunk = json.loads(data)
+            except ValueError:
+                continue  # not an event the API defines: drop it rather than confuse SDK parsers
+            if not isinstance(chunk, dict):
+                continue
+            meter.usage = _usage_numbers(chunk.get("usage")) or meter.usage
+            meter.finished = meter.finished or _finished(chunk)
+            if "model" in chunk:
+                chunk["model"] = metered.model.name
+            if not wants_usage:
+                # We asked the upstream for usage; a client that did not gets the stream it asked for.
+                chunk.pop("usage", None)
+                if not chunk.get("choices"):
+                    continue
+            meter.delivered.texts.append(_completion_text(chunk))
+            out.append(_sse(chunk))
+        if out:
+            yield b"".join(out)
 
 
 def _responses_error_event(error: ApiError) -> bytes:
@@ -576,26 +580,34 @@ def _relay_responses(metered: Metered, stream: UpstreamStream) -> AsyncIterator[
 
 async def _response_events(metered: Metered, stream: UpstreamStream, meter: _Meter) -> AsyncIterator[bytes]:
     rename = _model_renamer(metered)
-    async for data in stream.events():
-        data = data.strip()
-        kind = responses.event_type(data)
-        if kind is None or not data.startswith(b"{"):
-            continue  # not an event the API defines
-        if kind.decode() in responses.FAILED_TYPES:
-            raise UpstreamStreamError(errors.upstream_unavailable("The inference server failed the response."))
-        if b'"usage"' in data:
-            try:
-                event = json.loads(data)
-            except ValueError:
-                continue
-            meter.usage = _usage_numbers(responses.usage_fields(event), "input_tokens", "output_tokens") or meter.usage
-            responses.set_public_model(event, metered.model.name)
-            data = json.dumps(event, separators=(",", ":")).encode()
-        else:
-            data = rename(data)
-            meter.delivered.raw.append(data)
-        meter.finished = meter.finished or responses.FINISHED_RE.search(data) is not None
-        yield b"event: " + kind + b"\ndata: " + data + b"\n\n"
+    async for batch in stream.batches():
+        out = []
+        for data in batch:
+            data = data.strip()
+            kind = responses.event_type(data)
+            if kind is None or not data.startswith(b"{"):
+                continue  # not an event the API defines
+            if kind.decode() in responses.FAILED_TYPES:
+                if out:  # what came before the failure in the same read still reaches the client
+                    yield b"".join(out)
+                raise UpstreamStreamError(errors.upstream_unavailable("The inference server failed the response."))
+            if b'"usage"' in data:
+                try:
+                    event = json.loads(data)
+                except ValueError:
+                    continue
+                meter.usage = (
+                    _usage_numbers(responses.usage_fields(event), "input_tokens", "output_tokens") or meter.usage
+                )
+                responses.set_public_model(event, metered.model.name)
+                data = json.dumps(event, separators=(",", ":")).encode()
+            else:
+                data = rename(data)
+                meter.delivered.raw.append(data)
+            meter.finished = meter.finished or responses.FINISHED_RE.search(data) is not None
+            out.append(b"event: " + kind + b"\ndata: " + data + b"\n\n")
+        if out:
+            yield b"".join(out)
 
 
 async def _finish(metered: Metered, stream: UpstreamStream, status: int, meter: _Meter) -> None:

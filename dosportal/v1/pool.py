@@ -176,8 +176,8 @@ class CountedStream:
         self.endpoint = endpoint
         self.open = True
 
-    def events(self) -> Any:
-        return self.stream.events()
+    def batches(self) -> Any:
+        return self.stream.batches()
 
     async def aclose(self) -> None:
         if self.open:

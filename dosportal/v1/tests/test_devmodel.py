@@ -72,7 +72,7 @@ async def test_completions_stream_ends_with_the_finish_reason():
     stream = await DevelopmentModel(delay=0).open_stream("completions", {"model": "dos-ai", "prompt": "Hi"})
     import json
 
-    events = [json.loads(event) async for event in stream.events()]
+    events = [json.loads(event) async for batch in stream.batches() for event in batch]
 
     assert events[-1]["choices"][0]["finish_reason"] == "stop"
     assert "".join(e["choices"][0]["text"] for e in events).startswith("Hello! I am the DOS AI development model")
