@@ -129,6 +129,20 @@ class ApiASGIHandler(LeanASGIHandler):
             tasks[1].result().close()
         body_file.close()
 
+    async def send_response(self, response: Any, send: Send) -> None:
+        """A /v1 event stream's parts go out as they are, one ASGI message each (see
+        dosportal.v1.gateway.EventStream); every other response as Django sends it."""
+        parts = getattr(response, "parts", None)
+        if parts is None:
+            return await super().send_response(response, send)
+        headers = [(name.encode("ascii"), value.encode("latin1")) for name, value in response.items()]
+        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        async with contextlib.aclosing(parts):  # the relay's clean-up runs here, in this task
+            async for part in parts:
+                await send({"type": "http.response.body", "body": part, "more_body": True})
+        await send({"type": "http.response.body"})
+        return None
+
 
 def _too_large_body() -> bytes:
     from dosportal.v1 import errors

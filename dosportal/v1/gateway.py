@@ -396,7 +396,7 @@ async def proxy(call: ApiCall, *, endpoint: str, kind: str, parse: Callable[[dic
     async with metered.released_on_failure():
         stream = await upstream.open_stream(endpoint, upstream_body)
     relay = _relay_responses if parsed.api == "responses" else _relay
-    response = StreamingHttpResponse(_timed(metered, relay(metered, stream)), content_type="text/event-stream")
+    response = EventStream(relay(metered, stream))
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # tell nginx-style proxies not to buffer the stream
     return response
@@ -418,13 +418,16 @@ async def _complete(metered: Metered, upstream: Any, upstream_body: dict[str, An
     return JsonResponse(payload)
 
 
-async def _timed(metered: Metered, parts: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """The stream as the client gets it: in flight while it runs, its first byte timed."""
-    with metrics.in_flight(metered.endpoint, stream=True):
-        async for part in parts:
-            if metered.first_byte is None:
-                metered.first_byte = time.monotonic()
-            yield part
+class EventStream(StreamingHttpResponse):
+    """A server-sent event stream whose parts are already bytes, in the order to send them.
+
+    dosportal.asgi.ApiASGIHandler sends `parts` straight to the client, one ASGI message per
+    part, without StreamingHttpResponse's own wrapping (two more async generators and a
+    re-chunking per part); anything else (WSGI, the test client) iterates it as usual."""
+
+    def __init__(self, parts: AsyncIterator[bytes]):
+        super().__init__(parts, content_type="text/event-stream")
+        self.parts = parts
 
 
 def _sse(payload: Any) -> bytes:
@@ -493,32 +496,36 @@ async def _metered(
     A stream is charged for what reached the client: the upstream's usage when it sent it,
     otherwise the prompt estimate plus the delivered text. One that ends without a finish
     reason (cut off, or not SSE at all) ends with an error event, not `done`. The settlement
-    comes before `done`, so a client that has seen the end sees its charge too.
+    comes before `done`, so a client that has seen the end sees its charge too. The stream
+    counts as in flight while it runs; its first part is timed (time to first token).
     """
     status, settled = 200, False
-    try:
-        async for part in forward:
-            yield part
-        if not meter.finished:
-            raise UpstreamStreamError(
-                errors.upstream_unavailable("The inference server ended the stream before it was complete.")
-            )
-        await _finish(metered, stream, status, meter)
-        settled = True
-        if done:
-            yield done
-    except UpstreamStreamError as error:
-        status, metered.error_code = error.api_error.status, error.api_error.code
-        await _finish(metered, stream, status, meter)
-        settled = True
-        yield error_event(metered.public_error(error.api_error))
-    except (asyncio.CancelledError, GeneratorExit):
-        status, metered.error_code = CLIENT_CLOSED, "client_closed"
-        raise
-    finally:
-        if not settled:
+    with metrics.in_flight(metered.endpoint, stream=True):
+        try:
+            async for part in forward:
+                if metered.first_byte is None:
+                    metered.first_byte = time.monotonic()
+                yield part
+            if not meter.finished:
+                raise UpstreamStreamError(
+                    errors.upstream_unavailable("The inference server ended the stream before it was complete.")
+                )
             await _finish(metered, stream, status, meter)
-        await forward.aclose()
+            settled = True
+            if done:
+                yield done
+        except UpstreamStreamError as error:
+            status, metered.error_code = error.api_error.status, error.api_error.code
+            await _finish(metered, stream, status, meter)
+            settled = True
+            yield error_event(metered.public_error(error.api_error))
+        except (asyncio.CancelledError, GeneratorExit):
+            status, metered.error_code = CLIENT_CLOSED, "client_closed"
+            raise
+        finally:
+            if not settled:
+                await _finish(metered, stream, status, meter)
+            await forward.aclose()
 
 
 def _relay(metered: Metered, stream: UpstreamStream) -> AsyncIterator[bytes]:
