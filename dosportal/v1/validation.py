@@ -89,6 +89,10 @@ def _finite_float(text: str) -> float:
     return value
 
 
+# One decoder for every body (json.loads with options would build a new one per call).
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
+
 def parse_json_body(raw: bytes) -> dict[str, Any]:
     """The body as a JSON object, or the API's 400. The body must be UTF-8 (strictly: an
     encoded lone surrogate is not); NaN, Infinity and numbers that overflow to infinity are
@@ -101,7 +105,7 @@ def parse_json_body(raw: bytes) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise errors.bad_request("The request body is not valid UTF-8.", "invalid_json") from None
     try:
-        body = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        body = _DECODER.decode(text)
     except _NotJson as error:
         raise errors.bad_request(f"The request body is not valid JSON: {error}.", "invalid_json") from None
     except RecursionError:
