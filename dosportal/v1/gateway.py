@@ -13,8 +13,9 @@ What one metered call costs (PostgreSQL; see dosportal.v1.store), before the ans
   PostgreSQL  1 round trip  lookup: key + owner's limits + served model, one SELECT
   Redis       1 round trip  the sliding window, one EVAL
   PostgreSQL  1 round trip  reservation (+ last-used time), one statement, one commit
-then the upstream call, and after it one settlement statement (one commit) — for a stream,
-before its final [DONE]. No thread hop on PostgreSQL; no middleware (dosportal.asgi routes
+then the upstream call, and after it one settlement statement (one commit; under load the
+settlements that wait behind one write share the next commit) — for a stream, before its
+final [DONE]. No thread hop on PostgreSQL; no middleware (dosportal.asgi routes
 /v1 past it). A listing (/v1/models) costs the lookup, the window, and at most one
 last-used write a minute. Refused calls write nothing: a 401/400/404/429 stops before any
 write, a 402 gives its rate-limit entry and concurrency slot back. A key with a concurrency

@@ -403,6 +403,10 @@ class PgStore:
         """One transaction, one round trip: the settlement statements pipelined between BEGIN
         and COMMIT. All of them are written, or none (the caller then tries them one by one)."""
 
+        if len(batch) == 1:  # alone: one autocommitted statement, no BEGIN/COMMIT round
+            await self._execute(hotpath.SETTLE_SQL, hotpath.settle_params(batch[0]))
+            return
+
         async def run(conn: psycopg.AsyncConnection[Any]) -> None:
             async with conn.pipeline(), conn.transaction():
                 for settlement in batch:
