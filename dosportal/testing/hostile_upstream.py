@@ -8,6 +8,8 @@ every request body in `requests`, as the fake upstream does. Extra `mode`s:
 - `not_sse`: a 200 stream answer that is plain text, not server-sent events.
 - `huge_usage`: usage figures past 2^31 (non-streaming and streaming).
 - `model_in_error`: a 400 whose message names the model the upstream was asked for.
+- `endless_event`: a stream whose reply is followed by one event that never ends (more
+  bytes than the gateway buffers for one event, no blank line).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import json
 from http.server import ThreadingHTTPServer
 
 from dosportal.testing.upstream import REPLY_WORDS, FakeUpstream, _Handler, server_fixtures
+from dosportal.v1.upstream import MAX_EVENT_BYTES
 
+HOSTILE_MODES = ("no_finish", "not_sse", "huge_usage", "model_in_error", "endless_event")
 HUGE_USAGE = {"prompt_tokens": 2**31 + 7, "completion_tokens": 2**40, "total_tokens": 2**40 + 2**31 + 7}
 
 
@@ -30,7 +34,7 @@ class _HostileHandler(_Handler):
     server: HostileUpstream
 
     def do_POST(self) -> None:
-        if self.server.mode not in ("no_finish", "not_sse", "huge_usage", "model_in_error"):
+        if self.server.mode not in HOSTILE_MODES:
             return super().do_POST()
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
@@ -70,6 +74,11 @@ class _HostileHandler(_Handler):
             for word in REPLY_WORDS:
                 event = {**base, "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]}
                 self.wfile.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+            if mode == "endless_event":
+                self.wfile.write(b"data: ")
+                piece = b"x" * 2**20
+                for _ in range(MAX_EVENT_BYTES // len(piece) + 2):
+                    self.wfile.write(piece)
             if mode == "huge_usage":
                 finish = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
                 self.wfile.write(b"data: " + json.dumps(finish).encode() + b"\n\n")

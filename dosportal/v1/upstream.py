@@ -20,6 +20,11 @@ from dosportal.v1.errors import ApiError
 
 logger = logging.getLogger(__name__)
 
+# A server-sent event longer than this is not an answer but a fault (or an attack): the stream
+# is cut with an error rather than buffered without bound. A Responses API `response.completed`
+# event repeats the whole output, so this is generous.
+MAX_EVENT_BYTES = 16 * 2**20
+
 
 class UpstreamStreamError(Exception):
     """The upstream failed after the stream had started."""
@@ -107,6 +112,12 @@ class HttpStream:
                     batch.append(payload)
                 if batch:
                     yield batch
+                if len(buffer) > MAX_EVENT_BYTES:
+                    raise UpstreamStreamError(
+                        errors.upstream_unavailable(
+                            f"The inference server sent an event longer than {MAX_EVENT_BYTES // 2**20} MiB."
+                        )
+                    )
             payload = _event_data(buffer)
             if payload is not None and payload.strip() != b"[DONE]":
                 yield [payload]

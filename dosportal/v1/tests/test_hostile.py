@@ -407,6 +407,27 @@ def test_a_stream_that_is_not_sse_ends_with_an_error_and_is_not_charged(
     assert_balance_ok(api_user)
 
 
+def test_an_event_that_never_ends_cuts_the_stream_with_an_error_and_charges_what_was_delivered(
+    hostile_gateway, hostile_upstream, api_key, api_user
+):
+    hostile_upstream.mode = "endless_event"
+
+    response, events = stream_chat(hostile_gateway.url, api_key)
+
+    assert response.status_code == 200
+    assert json.loads(events[-1]) == error(
+        "The inference server sent an event longer than 16 MiB.", "upstream_error", "upstream_unavailable"
+    )
+    assert "".join(json.loads(event)["choices"][0]["delta"].get("content", "") for event in events[:-1]) == (
+        "Hello from the fake upstream."
+    )
+    record = UsageRecord.objects.get()
+    assert (record.status_code, record.prompt_tokens, record.completion_tokens, record.cost_micros) == (
+        502, 11, 8, ESTIMATED_MICROS,
+    )  # fmt: skip
+    assert_balance_ok(api_user)
+
+
 @pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
 def test_usage_figures_past_2_31_are_not_believed(hostile_gateway, hostile_upstream, api_key, api_user, streamed):
     hostile_upstream.mode = "huge_usage"
