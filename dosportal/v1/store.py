@@ -218,7 +218,8 @@ WHERE id = %(key_id)s AND (last_used_at IS NULL OR last_used_at < now() - interv
 class _SettleBatches:
     """Settlements that arrive while a batch is being written wait for the next one, so under
     load a worker writes one transaction (one commit, one WAL flush, one pass over the hot
-    account row's lock) for many calls, and a lone call is written at once, alone.
+    account row's lock) for many calls, and a lone call is written at once, alone, in its
+    caller's own task.
 
     Each caller still waits until its own settlement is committed: a served answer is not
     sent before its charge is durable. A batch is ordered by account, then hold: every
@@ -232,37 +233,57 @@ class _SettleBatches:
     def __init__(self, write: Callable[[list[Settlement]], Awaitable[None]]):
         self.write = write
         self.waiting: list[tuple[Settlement, asyncio.Future[None]]] = []
+        self.busy = False  # a write is in flight: newcomers wait for the next batch
         self.writer: asyncio.Task[None] | None = None
 
     async def settle(self, settlement: Settlement) -> None:
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.waiting.append((settlement, done))
-        if self.writer is None or self.writer.done():
+        if self.busy:
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self.waiting.append((settlement, done))
+            await done
+            return
+        # Nothing in flight: this one is written now, alone, in its caller's own task.
+        self.busy = True
+        try:
+            await self.write([settlement])
+        finally:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """After a write: what queued behind it goes to a writer task, or nothing is in flight."""
+        if self.waiting:
             self.writer = asyncio.get_running_loop().create_task(self._write_batches())
-        await done
+        else:
+            self.busy = False
 
     async def _write_batches(self) -> None:
-        while self.waiting:
-            batch, self.waiting = self.waiting[: self.MAX_BATCH], self.waiting[self.MAX_BATCH :]
-            batch.sort(key=lambda item: (item[0].user_id, item[0].hold_id))
-            try:
-                await self.write([settlement for settlement, _ in batch])
-            except StoreUnavailable as error:
-                _fail(batch, error)
-            except Exception:  # noqa: BLE001 - refused by the database: find the one at fault
-                for item in batch:
-                    try:
-                        await self.write([item[0]])
-                    except Exception as error:  # noqa: BLE001 - handed to its caller
-                        _fail([item], error)
-                    else:
-                        _succeed([item])
-            except BaseException as error:  # cancelled (shutdown): nobody may wait for good
-                _fail(batch + self.waiting, error)
-                self.waiting = []
-                raise
-            else:
-                _succeed(batch)
+        try:
+            while self.waiting:
+                batch, self.waiting = self.waiting[: self.MAX_BATCH], self.waiting[self.MAX_BATCH :]
+                batch.sort(key=lambda item: (item[0].user_id, item[0].hold_id))
+                await self._write_batch(batch)
+        finally:
+            self.busy = False
+
+    async def _write_batch(self, batch: list[tuple[Settlement, asyncio.Future[None]]]) -> None:
+        try:
+            await self.write([settlement for settlement, _ in batch])
+        except StoreUnavailable as error:
+            _fail(batch, error)
+        except Exception:  # noqa: BLE001 - refused by the database: find the one at fault
+            for item in batch:
+                try:
+                    await self.write([item[0]])
+                except Exception as error:  # noqa: BLE001 - handed to its caller
+                    _fail([item], error)
+                else:
+                    _succeed([item])
+        except BaseException as error:  # cancelled (shutdown): nobody may wait for good
+            _fail(batch + self.waiting, error)
+            self.waiting = []
+            raise
+        else:
+            _succeed(batch)
 
 
 def _succeed(items: list[tuple[Settlement, asyncio.Future[None]]]) -> None:
