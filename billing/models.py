@@ -127,8 +127,14 @@ class UsageRecord(models.Model):
     # Ours, unique per call whatever the client sends; the client's own id is kept beside it.
     request_id = models.CharField(max_length=100, unique=True)
     client_request_id = models.CharField(max_length=100, blank=True, default="")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_records")
-    api_key = models.ForeignKey("apikeys.ApiKey", on_delete=models.PROTECT, related_name="usage_records")
+    # No single-column indexes on the foreign keys: the (user, time) and (key, time) indexes below
+    # lead with them and serve the same lookups; every call inserts a row, each index costs it.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_records", db_index=False
+    )
+    api_key = models.ForeignKey(
+        "apikeys.ApiKey", on_delete=models.PROTECT, related_name="usage_records", db_index=False
+    )
     endpoint = models.CharField(max_length=64)
     model = models.CharField(max_length=100)
     prompt_tokens = models.PositiveIntegerField(default=0)
@@ -164,7 +170,10 @@ class LedgerEntry(models.Model):
         REFUND = "refund", "Refund"
         ADJUSTMENT = "adjustment", "Adjustment"
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="ledger_entries")
+    # Indexed by ledger_user_time_idx (user, created_at), which leads with it.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="ledger_entries", db_index=False
+    )
     kind = models.CharField(max_length=16, choices=Kind.choices)
     amount_micros = models.BigIntegerField(help_text="Positive adds credit, negative spends it.")
     balance_after_micros = models.BigIntegerField()
