@@ -67,11 +67,11 @@ class StaticFiles:
     """
 
     def __init__(self) -> None:
-        self.whitenoise = WhiteNoiseMiddleware(get_response=None)
-        self.enabled = not self.whitenoise.autorefresh
+        self.enabled = not getattr(settings, "WHITENOISE_AUTOREFRESH", settings.DEBUG)
+        self.files = WhiteNoiseMiddleware(get_response=None).files if self.enabled else {}
 
     async def serve(self, scope: dict, send: Callable[[dict], Awaitable[None]]) -> bool:
-        static_file = self.whitenoise.files.get(scope["path"]) if self.enabled else None
+        static_file = self.files.get(scope["path"])
         if static_file is None:
             return False
         request_headers = {

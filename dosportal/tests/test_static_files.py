@@ -17,7 +17,8 @@ CSS = (Path(__file__).resolve().parents[2] / "static" / "css" / "app.css").read_
 
 @pytest.fixture
 def static_files() -> StaticFiles:
-    with override_settings(WHITENOISE_AUTOREFRESH=False, WHITENOISE_USE_FINDERS=True):
+    # The files from the finders (static/), as collectstatic would gather them into STATIC_ROOT.
+    with override_settings(WHITENOISE_AUTOREFRESH=False, WHITENOISE_USE_FINDERS=True, STATIC_ROOT=None):
         served = StaticFiles()
     assert served.enabled
     return served
