@@ -30,7 +30,8 @@ import django
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.exception import convert_exception_to_response
-from django.urls import set_script_prefix
+from django.urls import get_resolver, set_script_prefix
+from django.utils.functional import cached_property
 from django.utils.module_loading import import_string
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dosportal.settings")
@@ -84,8 +85,9 @@ class ApiASGIHandler(LeanASGIHandler):
     connections (`close_old_connections`, `reset_queries`). /v1 never does: on PostgreSQL it has
     its own async pool, and on SQLite each ORM step closes its connection itself
     (dosportal.v1.store). So this handler skips that signal and closes the response inline
-    (its `request_finished` receivers find nothing open). Otherwise this is Django 5.2's
-    `ASGIHandler.handle`, disconnect handling included.
+    (its `request_finished` receivers find nothing open), and calls the view itself
+    (`respond`). Otherwise this is Django 5.2's `ASGIHandler.handle`, disconnect handling
+    included.
     """
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -102,7 +104,7 @@ class ApiASGIHandler(LeanASGIHandler):
             return
 
         async def process_request(request: Any, send: Send) -> Any:
-            response = await self.run_get_response(request)
+            response = await self.respond(request)
             with contextlib.suppress(asyncio.CancelledError):  # the client left during the send
                 await self.send_response(response, send)
             return response
@@ -128,6 +130,38 @@ class ApiASGIHandler(LeanASGIHandler):
         with contextlib.suppress(asyncio.CancelledError):
             tasks[1].result().close()
         body_file.close()
+
+    async def respond(self, request: Any) -> Any:
+        """The view's answer, called directly: every /v1 view is async and answers every
+        exception in the API's error shape itself (dosportal.v1.views.api_endpoint), so Django's
+        handler chain has nothing to add — and its `log_response` would send every 4xx through
+        a worker thread to log a line the gateway's own call log already carries. The hot
+        paths are found by a dict lookup, the rest by the /v1 URLconf's resolver."""
+        view = self.exact_paths.get(request.path_info)
+        if view is not None:
+            response = await view(request)
+        else:
+            match = self.resolver.resolve(request.path_info)
+            response = await match.func(request, *match.args, **match.kwargs)
+        response._resource_closers.append(request.close)
+        return response
+
+    @cached_property
+    def resolver(self) -> Any:
+        return get_resolver(self.urlconf)
+
+    @cached_property
+    def exact_paths(self) -> dict[str, Any]:
+        """The /v1 URLconf's routes without parameters, by their full path."""
+        from django.urls.resolvers import RoutePattern
+
+        from dosportal.v1 import urls
+
+        return {
+            f"/v1/{route.pattern}": route.callback
+            for route in urls.urlpatterns
+            if isinstance(route.pattern, RoutePattern) and "<" not in str(route.pattern)
+        }
 
     async def send_response(self, response: Any, send: Send) -> None:
         """A /v1 event stream's parts go out as they are, one ASGI message each (see

@@ -254,6 +254,9 @@ def test_uvicorns_access_log_never_shows_a_key(gateway_factory: Callable[..., Ga
     assert '"GET /healthz?api_key=dos_sk_[redacted]&x=dos_sk_[redacted] HTTP/1.1" 200' in logs
     assert '"GET /v1/models/dos_sk_[redacted] HTTP/1.1" 401' in logs
     assert "WARNING django.request Not Found: /no/such/page/dos_sk_[redacted]" in logs
+    # /v1 refusals are the gateway's own call log lines, not also Django's request warnings.
+    assert "django.request Unauthorized" not in logs
+    assert "api call request_id=req_" in logs and "status=401" in logs
 
 
 @pytest.mark.django_db(transaction=True)
