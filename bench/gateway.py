@@ -64,7 +64,8 @@ def wait_for(port: int, process: subprocess.Popen, name: str) -> None:
 
 def uvicorn(app: str, port: int, env: dict[str, str]) -> subprocess.Popen:
     command = [PYTHON, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
-               "--log-level", "warning", "--loop", "uvloop", "--http", "httptools", "--backlog", "4096"]  # fmt: skip
+               "--log-level", "warning", "--loop", "uvloop", "--http", "httptools", "--backlog", "4096",
+               "--no-proxy-headers"]  # fmt: skip
     process = subprocess.Popen(command, env=env, cwd=ROOT)
     wait_for(port, process, app)
     return process
