@@ -55,7 +55,7 @@ def main() -> None:
 
 async def run(key: str, calls: int) -> None:
     from dosportal.asgi import application
-    from dosportal.v1 import ratelimit, store, upstream
+    from dosportal.v1 import pool, ratelimit, store, upstream
 
     times: dict[str, list[float]] = collections.defaultdict(list)
 
@@ -112,6 +112,8 @@ async def run(key: str, calls: int) -> None:
     times.clear()
     for _ in range(calls):
         await call()
+    await pool.close_clients()
+    await store.close_store()
     print(f"\n{calls} calls, one at a time, in process\n{'step':30} {'p50 ms':>8} {'mean ms':>8}")
     for label in sorted(times, key=lambda name: (name == "whole call", name)):
         values = sorted(times[label])
