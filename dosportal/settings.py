@@ -268,6 +268,8 @@ DOS_AI_UPSTREAM_CONNECT_TIMEOUT = envfloat("DOS_AI_UPSTREAM_CONNECT_TIMEOUT", 5.
 DOS_AI_UPSTREAM_TIMEOUT = envfloat("DOS_AI_UPSTREAM_TIMEOUT", 600.0, minimum=0.001)
 DOS_AI_UPSTREAM_MAX_CONNECTIONS = envint("DOS_AI_UPSTREAM_MAX_CONNECTIONS", 1000, minimum=1)
 DOS_AI_UPSTREAM_KEEPALIVE_SECONDS = envint("DOS_AI_UPSTREAM_KEEPALIVE_SECONDS", 30, minimum=1)
+# The largest non-streaming answer the gateway reads from an upstream (an embeddings batch is big).
+DOS_AI_UPSTREAM_MAX_RESPONSE_BYTES = envint("DOS_AI_UPSTREAM_MAX_RESPONSE_BYTES", 256 * 2**20, minimum=1024)
 # Several upstreams (dosportal.v1.pool): failover within a deadline, health by failures in a row.
 DOS_AI_UPSTREAM_DEADLINE = envfloat("DOS_AI_UPSTREAM_DEADLINE", DOS_AI_UPSTREAM_TIMEOUT, minimum=0.001)
 DOS_AI_UPSTREAM_FAILURE_THRESHOLD = envint("DOS_AI_UPSTREAM_FAILURE_THRESHOLD", 3, minimum=1)

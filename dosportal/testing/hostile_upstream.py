@@ -8,6 +8,8 @@ every request body in `requests`, as the fake upstream does. Extra `mode`s:
 - `not_sse`: a 200 stream answer that is plain text, not server-sent events.
 - `huge_usage`: usage figures past 2^31 (non-streaming and streaming).
 - `model_in_error`: a 400 whose message names the model the upstream was asked for.
+- `huge_answer`: a non-streaming 200 whose JSON body is 2 MiB (past a gateway's
+  DOS_AI_UPSTREAM_MAX_RESPONSE_BYTES set lower), with no Content-Length.
 - `endless_event`: a stream whose reply is followed by one event that never ends (more
   bytes than the gateway buffers for one event, no blank line).
 """
@@ -20,7 +22,7 @@ from http.server import ThreadingHTTPServer
 from dosportal.testing.upstream import REPLY_WORDS, FakeUpstream, _Handler, server_fixtures
 from dosportal.v1.upstream import MAX_EVENT_BYTES
 
-HOSTILE_MODES = ("no_finish", "not_sse", "huge_usage", "model_in_error", "endless_event")
+HOSTILE_MODES = ("no_finish", "not_sse", "huge_usage", "model_in_error", "endless_event", "huge_answer")
 HUGE_USAGE = {"prompt_tokens": 2**31 + 7, "completion_tokens": 2**40, "total_tokens": 2**40 + 2**31 + 7}
 
 
@@ -43,6 +45,14 @@ class _HostileHandler(_Handler):
         if mode == "model_in_error":
             message = f"The model `{body.get('model')}` does not support tools; {body.get('model')} is text-only."
             return self._json(400, {"error": {"message": message, "type": "invalid_request_error", "code": None}})
+        if mode == "huge_answer":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(b'{"id": "upstream-huge", "padding": "' + b"x" * 2 * 2**20 + b'"}')
+            self.close_connection = True
+            return None
         if mode == "huge_usage" and not body.get("stream"):
             text = "".join(REPLY_WORDS)
             return self._json(

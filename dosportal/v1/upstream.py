@@ -146,6 +146,24 @@ def _connection_errors() -> Iterator[None]:
         raise errors.upstream_unavailable(retryable=True) from error
 
 
+async def _read_at_most(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body, or a 502 as soon as it is longer than `limit` (declared or read so far):
+    an answer is never buffered without bound."""
+    if (response.content_length or 0) > limit:
+        raise _too_large(limit)
+    pieces, size = [], 0
+    async for piece in response.content.iter_chunked(2**16):
+        size += len(piece)
+        if size > limit:
+            raise _too_large(limit)
+        pieces.append(piece)
+    return b"".join(pieces)
+
+
+def _too_large(limit: int) -> ApiError:
+    return errors.upstream_unavailable(f"The inference server sent an answer larger than {limit} bytes.")
+
+
 def _dumps(body: dict[str, Any]) -> bytes:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
@@ -168,6 +186,7 @@ class HttpUpstream:
         read_timeout: float,
         max_connections: int,
         keepalive_seconds: float = 30.0,
+        max_response_bytes: int = 256 * 2**20,
     ):
         self.base_url = base_url.rstrip("/") + "/"
         self.headers = {"Content-Type": "application/json"}
@@ -176,6 +195,7 @@ class HttpUpstream:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.pool_timeout = max(connect_timeout, 30.0)  # waiting for a free connection of the pool
+        self.max_response_bytes = max_response_bytes
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
                 limit=max_connections, limit_per_host=0, keepalive_timeout=keepalive_seconds
@@ -204,7 +224,7 @@ class HttpUpstream:
                 self._url(path), data=_dumps(body), headers=self.headers, timeout=self._timeout(timeout),
                 allow_redirects=False,
             ) as response:  # fmt: skip
-                content = await response.read()
+                content = await _read_at_most(response, self.max_response_bytes)
         if response.status >= 400:
             raise map_upstream_status(response.status, content)
         try:
@@ -257,6 +277,7 @@ def http_upstream(base_url: str, api_key: str) -> HttpUpstream:
         read_timeout=settings.DOS_AI_UPSTREAM_TIMEOUT,
         max_connections=settings.DOS_AI_UPSTREAM_MAX_CONNECTIONS,
         keepalive_seconds=settings.DOS_AI_UPSTREAM_KEEPALIVE_SECONDS,
+        max_response_bytes=settings.DOS_AI_UPSTREAM_MAX_RESPONSE_BYTES,
     )
 
 

@@ -407,6 +407,24 @@ def test_a_stream_that_is_not_sse_ends_with_an_error_and_is_not_charged(
     assert_balance_ok(api_user)
 
 
+def test_an_answer_larger_than_the_limit_is_a_502_and_costs_nothing(
+    gateway_factory, hostile_upstream, api_key, api_user
+):
+    gateway = gateway_factory(DOS_AI_UPSTREAM_URL=hostile_upstream.url, DOS_AI_UPSTREAM_MAX_RESPONSE_BYTES="1048576")
+    hostile_upstream.mode = "huge_answer"
+
+    response = chat(gateway.url, api_key)
+
+    assert response.status_code == 502
+    assert response.json() == error(
+        "The inference server sent an answer larger than 1048576 bytes.", "upstream_error", "upstream_unavailable"
+    )
+    record = UsageRecord.objects.get()
+    assert (record.status_code, record.cost_micros) == (502, 0)
+    assert CreditAccount.objects.get(user=api_user).balance_micros == SIGNUP_MICROS
+    assert_balance_ok(api_user)
+
+
 def test_an_event_that_never_ends_cuts_the_stream_with_an_error_and_charges_what_was_delivered(
     hostile_gateway, hostile_upstream, api_key, api_user
 ):
