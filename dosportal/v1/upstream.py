@@ -243,8 +243,8 @@ class HttpUpstream:
             )  # fmt: skip
         if response.status >= 400:
             try:
-                content = await response.read()
-            except (aiohttp.ClientError, TimeoutError):
+                content = await _read_at_most(response, self.max_response_bytes)
+            except (aiohttp.ClientError, TimeoutError, ApiError):
                 content = b""
             response.close()
             raise map_upstream_status(response.status, content)
