@@ -20,6 +20,8 @@ class PerEventLoop(Generic[T]):
     def __init__(self, factory: Callable[[], T]):
         self.factory = factory
         self.instances: dict[int, tuple[weakref.ref[asyncio.AbstractEventLoop], T]] = {}
+        # The last loop asked about and its instance: under uvicorn, every call after the first.
+        self.last: tuple[weakref.ref[asyncio.AbstractEventLoop], T] | None = None
 
     def existing(self) -> T | None:
         """This loop's instance if one was made, without making one."""
@@ -29,8 +31,12 @@ class PerEventLoop(Generic[T]):
 
     def get(self) -> T:
         loop = asyncio.get_running_loop()
+        last = self.last
+        if last is not None and last[0]() is loop:
+            return last[1]
         found = self.instances.get(id(loop))
         if found is not None and found[0]() is loop:
+            self.last = found
             return found[1]
         # A new loop (a dead loop's id may be reused): forget the instances of closed loops.
         for loop_id, (ref, _) in list(self.instances.items()):
@@ -38,5 +44,5 @@ class PerEventLoop(Generic[T]):
             if old is None or old.is_closed():
                 del self.instances[loop_id]
         instance = self.factory()
-        self.instances[id(loop)] = (weakref.ref(loop), instance)
+        self.instances[id(loop)] = self.last = (weakref.ref(loop), instance)
         return instance
