@@ -77,6 +77,16 @@ def database_urls() -> tuple[str, str]:
     return f"{server}/postgres", f"{server}/{BENCH_DB}"
 
 
+def production_env(upstream_port: int, spool: str) -> dict[str, str]:
+    """The portal's settings in every benchmark: production (DEBUG=0) on the bench database and
+    Redis db 8 of REDIS_URL's server, pointed at the fake upstream on `upstream_port`."""
+    redis_server = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0").rsplit("/", 1)[0]
+    return {"DEBUG": "0", "SECRET_KEY": "bench-secret-key-" + "x" * 40, "ALLOWED_HOSTS": "127.0.0.1",
+            "SECURE_SSL_REDIRECT": "0", "DATABASE_URL": database_urls()[1], "REDIS_URL": f"{redis_server}/8",
+            "DOS_AI_UPSTREAM_URL": f"http://127.0.0.1:{upstream_port}/v1", "LOG_LEVEL": "WARNING",
+            "DOS_AI_SPOOL_DIR": spool}  # fmt: skip
+
+
 def prepare_portal(env: dict[str, str]) -> str:
     """Migrate the bench database and make a funded key with limits far above the load."""
     admin_url, _ = database_urls()
@@ -217,14 +227,9 @@ def main() -> None:
     if not shutil.which("wrk"):
         raise SystemExit("wrk is missing: apt-get install wrk")
 
-    _, bench_db = database_urls()
-    redis_server = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0").rsplit("/", 1)[0]
     upstream_port, stream_port, floor_port, portal_port = (free_port() for _ in range(4))
     spool = tempfile.mkdtemp(prefix="bench-spool-")
-    portal_env = {**os.environ, "DEBUG": "0", "SECRET_KEY": "bench-secret-key-" + "x" * 40,
-                  "ALLOWED_HOSTS": "127.0.0.1", "SECURE_SSL_REDIRECT": "0", "DATABASE_URL": bench_db,
-                  "REDIS_URL": f"{redis_server}/8", "DOS_AI_UPSTREAM_URL": f"http://127.0.0.1:{upstream_port}/v1",
-                  "LOG_LEVEL": "WARNING", "DOS_AI_SPOOL_DIR": spool, "PYTHONPATH": str(ROOT)}  # fmt: skip
+    portal_env = {**os.environ, **production_env(upstream_port, spool), "PYTHONPATH": str(ROOT)}
     floor_env = {**os.environ, "PYTHONPATH": str(ROOT)}
     key = prepare_portal(portal_env)
     script = Path(tempfile.mkstemp(suffix=".lua")[1])

@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.gateway import CHAT_BODY, database_urls, free_port, prepare_portal, wait_for  # noqa: E402
+from bench.gateway import CHAT_BODY, free_port, prepare_portal, production_env, wait_for  # noqa: E402
 
 
 def main() -> None:
@@ -34,12 +34,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1000)
     args = parser.parse_args()
     upstream_port = free_port()
-    redis_server = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0").rsplit("/", 1)[0]
-    env = {"DEBUG": "0", "SECRET_KEY": "bench-secret-key-" + "x" * 40, "ALLOWED_HOSTS": "127.0.0.1",
-           "SECURE_SSL_REDIRECT": "0", "DATABASE_URL": database_urls()[1], "REDIS_URL": f"{redis_server}/8",
-           "DOS_AI_UPSTREAM_URL": f"http://127.0.0.1:{upstream_port}/v1", "LOG_LEVEL": "WARNING",
-           "DOS_AI_SPOOL_DIR": tempfile.mkdtemp(prefix="bench-spool-")}  # fmt: skip
-    os.environ.update(env)
+    os.environ.update(production_env(upstream_port, tempfile.mkdtemp(prefix="bench-spool-")))
     key = prepare_portal({**os.environ, "PYTHONPATH": str(ROOT)})
     upstream = subprocess.Popen([sys.executable, str(ROOT / "bench" / "fake_upstream.py"), str(upstream_port)])
     try:
