@@ -38,6 +38,20 @@ def answer(*, database_ok: bool, upstreams: Upstreams) -> tuple[int, dict[str, A
     return (503 if unavailable else 200), body
 
 
+def database_answers() -> bool:
+    """Django's own connection answers `SELECT 1` (any failure means "not healthy"). The ASGI
+    answer asks the /v1 store instead (`Store.ping`), which on SQLite runs this in a thread."""
+    from django.db import connection
+
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception:  # noqa: BLE001 - any database failure means "not healthy"
+        return False
+    return True
+
+
 def upstream_health_is_fresh() -> bool:
     return time.monotonic() - _upstream_health_memo["at"] < UPSTREAM_HEALTH_SECONDS
 

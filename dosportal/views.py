@@ -3,7 +3,6 @@ the load balancer's health check."""
 
 from __future__ import annotations
 
-from django.db import connection
 from django.db.models import F
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -46,14 +45,7 @@ def overview(request: HtmxHttpRequest) -> HttpResponse:
 def healthz(request: HttpRequest) -> JsonResponse:
     """Liveness for load balancers under WSGI and the test client (dosportal.health; under
     ASGI, dosportal.asgi answers /healthz before any handler)."""
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-            cursor.fetchone()
-    except Exception:  # noqa: BLE001 - any database failure means "not healthy"
-        database_ok = False
-    else:
-        database_ok = True
+    database_ok = health.database_answers()
     status, body = health.answer(
         database_ok=database_ok, upstreams=health.upstream_health_recent() if database_ok else {}
     )

@@ -546,18 +546,13 @@ class OrmStore:
 
     @staticmethod
     @_in_thread
-    def _ping() -> None:
-        from django.db import connection
+    def _ping() -> bool:
+        from dosportal.health import database_answers
 
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
+        return database_answers()
 
     async def ping(self) -> bool:
-        try:
-            await self._ping()
-        except Exception:  # noqa: BLE001 - any failure means "not healthy"
-            return False
-        return True
+        return await self._ping()
 
 
 def _pg_store() -> PgStore:
