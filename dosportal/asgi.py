@@ -8,8 +8,9 @@ Requests are routed by path before any middleware runs:
   as its size is known — from Content-Length, or the running total of a chunked body —
   without reading the rest.
 - `/healthz` is answered here, before any Django handler (dosportal.health), and static
-  files straight from WhiteNoise's index (dosportal.middleware.StaticFiles); a static path
-  WhiteNoise does not know goes to a handler with only WhiteNoise in front of it.
+  files straight from WhiteNoise's index (dosportal.middleware.StaticFiles). A static path
+  it does not know goes to a bare Django handler (its 404); under autorefresh (development)
+  every static path goes to one with only WhiteNoise in front of it.
 - Everything else (the dashboard, the admin) goes through the full middleware stack:
   sessions, CSRF, authentication, messages, clickjacking and security headers.
 
@@ -207,8 +208,11 @@ class Router:
     def __init__(self) -> None:
         self.site = get_asgi_application()
         self.api = ApiASGIHandler(urlconf="dosportal.v1.root_urls")
-        self.plain = LeanASGIHandler(middleware=("dosportal.middleware.AsyncWhiteNoiseMiddleware",))
         self.static = StaticFiles()
+        # Files WhiteNoise indexed at start-up are answered by `static`; a second index in a
+        # middleware would only miss again. Under autorefresh (development) it looks them up.
+        lookup = () if self.static.enabled else ("dosportal.middleware.AsyncWhiteNoiseMiddleware",)
+        self.plain = LeanASGIHandler(middleware=lookup)
         self.static_prefix = settings.STATIC_URL
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
