@@ -234,7 +234,7 @@ class _SettleBatches:
         self.write = write
         self.waiting: list[tuple[Settlement, asyncio.Future[None]]] = []
         self.busy = False  # a write is in flight: newcomers wait for the next batch
-        self.writer: asyncio.Task[None] | None = None
+        self.writer: asyncio.Task[None] | None = None  # held: the loop keeps only weak references
 
     async def settle(self, settlement: Settlement) -> None:
         if self.busy:
@@ -421,10 +421,10 @@ class PgStore:
         await self.batches.settle(settlement)
 
     async def _settle_batch(self, batch: list[Settlement]) -> None:
-        """One transaction, one round trip: the settlement statements pipelined between BEGIN
-        and COMMIT. All of them are written, or none (the caller then tries them one by one)."""
-
-        if len(batch) == 1:  # alone: one autocommitted statement, no BEGIN/COMMIT round
+        """A lone settlement is one autocommitted statement. Several are one transaction in one
+        round trip, pipelined between BEGIN and COMMIT: all written, or none (the caller then
+        tries them one by one)."""
+        if len(batch) == 1:
             await self._execute(hotpath.SETTLE_SQL, hotpath.settle_params(batch[0]))
             return
 
