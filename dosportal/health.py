@@ -17,7 +17,8 @@ import time
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.utils.http import http_date
+from django.http import HttpResponse
+from django.utils.cache import add_never_cache_headers
 
 # Load balancers poll /healthz often; the upstreams' health is read at most once a second per
 # worker (it changes on the workers' own time scale of seconds), the database on every call.
@@ -110,11 +111,12 @@ async def asgi_healthz(scope: dict[str, Any], send: Any) -> None:
 
 
 async def _send(send: Any, status: int, content: bytes, headers: list[tuple[bytes, bytes]], method: str) -> None:
+    never_cached = HttpResponse()
+    add_never_cache_headers(never_cached)  # what the Django view's @never_cache sends
     headers = [
         *headers,
         (b"content-length", str(len(content)).encode()),
-        (b"cache-control", b"max-age=0, no-cache, no-store, must-revalidate, private"),
-        (b"expires", http_date(time.time()).encode()),
+        *((name.lower().encode(), value.encode()) for name, value in never_cached.items() if name != "Content-Type"),
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": content if method != "HEAD" else b""})
