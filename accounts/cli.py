@@ -7,6 +7,7 @@ argparse's own errors (a missing argument, `--rpm abc`) print the usage and exit
 
 from __future__ import annotations
 
+from argparse import ArgumentParser
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
@@ -29,6 +30,25 @@ class OperatorCommand(BaseCommand):
         except DatabaseError as error:
             first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise CommandError(f"The database refused the change: {first_line}") from None
+
+
+class AccountCommand(OperatorCommand):
+    """An operator command about one account, named by its email as the first argument (in any
+    case). The account is found before anything else is done: a subclass declares its other
+    arguments in `add_account_arguments` and does its work in `handle_account`."""
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("email", help="the account's email address")
+        self.add_account_arguments(parser)
+
+    def add_account_arguments(self, parser: ArgumentParser) -> None:
+        """The command's arguments after the email."""
+
+    def handle(self, *args: Any, email: str, **options: Any) -> None:
+        self.handle_account(user_by_email(email), **options)
+
+    def handle_account(self, user: User, **options: Any) -> None:
+        raise NotImplementedError("an AccountCommand implements handle_account()")
 
 
 def checked_text(value: str, *, what: str, max_length: int | None = None) -> str:

@@ -21,6 +21,8 @@ EMAIL_COMMANDS = [
     ("set_limits", "{email}", "--rpm", "10"),
     ("create_api_key", "{email}", "--name", "CI"),
     ("revoke_api_key", "{email}", "CI"),
+    ("roll_api_key", "{email}", "CI"),
+    ("update_api_key", "{email}", "CI", "--rename", "CD"),
 ]
 
 

@@ -8,28 +8,27 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 
-from accounts.cli import OperatorCommand, user_by_email
+from accounts.cli import AccountCommand
+from accounts.models import User
 from accounts.services import account_set_limits
 
 
-class Command(OperatorCommand):
+class Command(AccountCommand):
     help = (
         "Override an account's requests and tokens per minute (per API key); "
         "a limit not given keeps its current value. --clear returns to the plan's limits."
     )
 
-    def add_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument("email")
+    def add_account_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--rpm", type=int, help="Requests per minute per key.")
         parser.add_argument("--tpm", type=int, help="Tokens per minute per key.")
         parser.add_argument("--clear", action="store_true", help="Remove the override: the plan's limits apply.")
 
-    def handle(self, *args: Any, email: str, rpm: int | None, tpm: int | None, clear: bool, **options: Any) -> None:
+    def handle_account(self, user: User, *, rpm: int | None, tpm: int | None, clear: bool, **options: Any) -> None:
         if clear and (rpm is not None or tpm is not None):
             raise CommandError("Use either --clear or --rpm/--tpm, not both.")
         if not clear and rpm is None and tpm is None:
             raise CommandError("Give --rpm and/or --tpm, or --clear.")
-        user = user_by_email(email)
         if clear:
             rpm_value = tpm_value = None
         else:

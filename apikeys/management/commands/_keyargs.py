@@ -14,10 +14,7 @@ from accounts.models import User
 from apikeys.models import ApiKey
 
 
-def active_key(email: str, name: str) -> ApiKey:
-    owner = User.objects.filter(email__iexact=email.strip()).first()
-    if owner is None:
-        raise CommandError(f"No account with the email {email!r}.")
+def active_key(owner: User, name: str) -> ApiKey:
     api_key = ApiKey.objects.active().filter(owner=owner, name=name.strip()).first()
     if api_key is None:
         raise CommandError(f"{owner.email} has no active key named {name!r}.")

@@ -11,19 +11,18 @@ from argparse import ArgumentParser
 from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 
-from accounts.cli import OperatorCommand, checked_text, user_by_email
+from accounts.cli import AccountCommand, checked_text
+from accounts.models import User
 from apikeys.services import api_key_create
 
 
-class Command(OperatorCommand):
+class Command(AccountCommand):
     help = "Create an API key for an account and print the raw key, which is shown this once."
 
-    def add_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument("email", help="the account's email address")
+    def add_account_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--name", required=True, help="the key's name, e.g. 'Production backend'")
 
-    def handle(self, *args: object, email: str, name: str, **options: object) -> None:
-        owner = user_by_email(email)
+    def handle_account(self, owner: User, *, name: str, **options: object) -> None:
         name = checked_text(name, what="key name")
         if not owner.is_active:
             # Its keys would never authenticate (the gateway checks the owner is active).

@@ -13,20 +13,19 @@ from typing import Any
 from django.core.management.base import CommandError
 from django.db.models import Q
 
-from accounts.cli import OperatorCommand, checked_text, user_by_email
+from accounts.cli import AccountCommand, checked_text
+from accounts.models import User
 from apikeys.models import ApiKey
 from apikeys.services import NAME_MAX_LENGTH, api_key_revoke
 
 
-class Command(OperatorCommand):
+class Command(AccountCommand):
     help = "Revoke an account's API key by name (or hint): the next request with it gets 401."
 
-    def add_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument("email", help="the account's email address")
+    def add_account_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("name", help="the key's name, or its hint (dos_sk_AbCd…wXyZ) when names repeat")
 
-    def handle(self, *args: Any, email: str, name: str, **options: Any) -> None:
-        owner = user_by_email(email)
+    def handle_account(self, owner: User, *, name: str, **options: Any) -> None:
         name = checked_text(name, what="key name", max_length=NAME_MAX_LENGTH)
         keys = list(ApiKey.objects.filter(Q(name=name) | Q(hint=name), owner=owner).order_by("created_at", "id"))
         if not keys:

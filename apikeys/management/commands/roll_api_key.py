@@ -11,17 +11,18 @@ from argparse import ArgumentParser
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from accounts.cli import AccountCommand
+from accounts.models import User
 from apikeys.management.commands._keyargs import active_key, non_negative_float
 from apikeys.services import api_key_roll
 
 
-class Command(BaseCommand):
+class Command(AccountCommand):
     help = "Give an API key a new secret (same key, settings and usage) and print it, shown this once."
 
-    def add_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument("email", help="the account's email address")
+    def add_account_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("name", help="the key's name")
         parser.add_argument(
             "--grace-hours",
@@ -31,8 +32,8 @@ class Command(BaseCommand):
             help="how long the old secret keeps working (default 0: it stops at once)",
         )
 
-    def handle(self, *args: Any, email: str, name: str, grace_hours: float, **options: Any) -> None:
-        api_key = active_key(email, name)
+    def handle_account(self, owner: User, *, name: str, grace_hours: float, **options: Any) -> None:
+        api_key = active_key(owner, name)
         try:
             grace = dt.timedelta(hours=grace_hours)
             api_key, raw_key = api_key_roll(api_key=api_key, grace=grace)

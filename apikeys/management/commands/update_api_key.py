@@ -11,9 +11,11 @@ from argparse import ArgumentParser
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.utils import timezone
 
+from accounts.cli import AccountCommand
+from accounts.models import User
 from apikeys.limits import PERIODS
 from apikeys.management.commands._keyargs import (
     active_key,
@@ -40,11 +42,10 @@ SET_OR_CLEAR = (
 )
 
 
-class Command(BaseCommand):
+class Command(AccountCommand):
     help = "Change an API key's name, expiry, spend limit, models, concurrency cap or allowed addresses."
 
-    def add_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument("email", help="the account's email address")
+    def add_account_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("name", help="the key's current name")
         expiry = parser.add_mutually_exclusive_group()
         expiry.add_argument("--expires-at", type=iso_datetime, help="ISO 8601 time (UTC unless it says otherwise)")
@@ -65,7 +66,7 @@ class Command(BaseCommand):
         ips.add_argument("--any-ip", action="store_true")
         parser.add_argument("--rename", metavar="NEW", help="a new name (unique among the account's active keys)")
 
-    def handle(self, *args: Any, email: str, name: str, **options: Any) -> None:
+    def handle_account(self, owner: User, *, name: str, **options: Any) -> None:
         changes: dict[str, Any] = {}
         if options["expires_at"] is not None:
             changes["expires_at"] = options["expires_at"]
@@ -99,7 +100,7 @@ class Command(BaseCommand):
             changes["name"] = options["rename"]
         if not changes:
             raise CommandError("Nothing to change: give at least one setting (see --help).")
-        api_key = active_key(email, name)
+        api_key = active_key(owner, name)
         try:
             api_key = api_key_update(api_key=api_key, **{field: changes.get(field, UNSET) for field in changes})
         except ValidationError as error:

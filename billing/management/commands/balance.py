@@ -4,7 +4,6 @@ whether they agree. Exits with an error when they do not, so monitoring can run 
 from __future__ import annotations
 
 import datetime as dt
-from argparse import ArgumentParser
 from typing import Any
 
 from django.core.management.base import CommandError
@@ -13,7 +12,8 @@ from django.db.models import Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from accounts.cli import OperatorCommand, user_by_email
+from accounts.cli import AccountCommand
+from accounts.models import User
 from billing.models import CreditAccount, CreditHold
 from billing.money import format_usd
 from billing.selectors import ledger_sum_micros
@@ -23,14 +23,10 @@ from billing.selectors import ledger_sum_micros
 STUCK_AFTER = dt.timedelta(minutes=15)
 
 
-class Command(OperatorCommand):
+class Command(AccountCommand):
     help = "Print an account's balance, credit held by requests in flight and ledger sum (USD, 6 decimals)."
 
-    def add_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument("email")
-
-    def handle(self, *args: Any, email: str, **options: Any) -> None:
-        user = user_by_email(email)
+    def handle_account(self, user: User, **options: Any) -> None:
         # Every balance change and hold locks the account row, so holding that lock while
         # summing gives one consistent picture even while requests are being settled.
         with transaction.atomic():

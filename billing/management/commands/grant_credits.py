@@ -7,8 +7,8 @@ from typing import Any
 
 from django.core.management.base import CommandError
 
-from accounts.cli import OperatorCommand, checked_text, user_by_email
-from accounts.models import SecurityEvent
+from accounts.cli import AccountCommand, checked_text
+from accounts.models import SecurityEvent, User
 from accounts.security import security_event_record
 from billing.models import LedgerEntry
 from billing.money import MICROS_PER_USD, InvalidAmount, format_usd, usd_to_micros
@@ -19,20 +19,18 @@ MAX_AMOUNT_MICROS = 1_000_000_000 * MICROS_PER_USD
 NOTE_MAX_LENGTH = 255  # LedgerEntry.note
 
 
-class Command(OperatorCommand):
+class Command(AccountCommand):
     help = (
         "Add credit to an account as a ledger entry and print the new balance. "
         "A negative amount is an adjustment; it is refused if it would take the balance below zero."
     )
 
-    def add_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument("email")
+    def add_account_arguments(self, parser: ArgumentParser) -> None:
         # A string, not a float: the amount is converted exactly (at most 6 decimals).
         parser.add_argument("amount_usd", metavar="AMOUNT_USD", help="e.g. 25, 10.50 or -2.25")
         parser.add_argument("--note", default="", help="Shown to the user in their ledger.")
 
-    def handle(self, *args: Any, email: str, amount_usd: str, note: str, **options: Any) -> None:
-        user = user_by_email(email)
+    def handle_account(self, user: User, *, amount_usd: str, note: str, **options: Any) -> None:
         note = checked_text(note, what="note", max_length=NOTE_MAX_LENGTH)
         try:
             amount_micros = usd_to_micros(amount_usd)
