@@ -11,9 +11,10 @@ rps, p50, p99 and non-2xx per target, then the verdicts:
 - portal p50 − upstream p50 at c=1, the latency the gateway adds (target ≤ 3 ms);
 - /healthz and a static file ÷ floor at c=32 (target ≥ 0.8).
 
-Then streaming: N concurrent streams (default 1,000) through the portal from an upstream
-sending 50 chunks 20 ms apart, against the same streams straight from the upstream; prints
-errors, the added time-to-first-token (p50, p99) and the worker's peak RSS.
+Then streaming: N concurrent streams (default 1,000) from an upstream sending 50 chunks 20 ms
+apart: straight from the upstream, through the floor (the same bare view relaying the
+upstream's bytes with aiohttp), and through the portal; prints errors, the added
+time-to-first-token (p50, p99), each server's CPU per stream and the portal's peak RSS.
 
 It exits non-zero if any answer of the portal or the floor was not 2xx.
 
@@ -38,6 +39,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -212,9 +214,63 @@ async def first_token_times(port: int, path: str, key: str, count: int, ramp: fl
     return [r for r in results if r is not None], errors
 
 
+def run_client(coroutine: Any) -> Any:
+    """The load generator's own event loop is uvloop's, as the servers' are: on a 2-core machine
+    the default loop's cost of reading 50,000 chunks a second would be measured as the portal's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
+
+
 def peak_rss_mb(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"VmHWM:\s+(\d+) kB", status)[1]) / 1024
+
+
+@dataclass
+class StreamRun:
+    first_tokens: list[float]  # milliseconds, of the streams that got one
+    errors: int
+    cpu_ms_per_stream: float | None = None
+    peak_rss_mb: float = 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def stream_run(port: int, key: str, count: int, ramp: float, server: subprocess.Popen | None = None) -> StreamRun:
+    """`count` streams through the server on `port` (warmed up first), and that server's CPU."""
+    if server is not None:
+        run_client(first_token_times(port, "/v1/chat/completions", key, 20))
+        before = cpu_seconds(server.pid)
+    first, errors = run_client(first_token_times(port, "/v1/chat/completions", key, count, ramp))
+    result = StreamRun(sorted(t * 1000 for t in first), errors)
+    if server is not None:
+        result.cpu_ms_per_stream = (cpu_seconds(server.pid) - before) * 1000 / count
+        result.peak_rss_mb = peak_rss_mb(server.pid)
+    return result
+
+
+def measure_streams(
+    count: int, ramp: float, stream_port: int, floor: subprocess.Popen, portal_env: dict[str, str], key: str,
+    processes: list[subprocess.Popen],
+) -> dict[str, StreamRun]:  # fmt: skip
+    """The same streams straight from the streaming upstream, through the floor (a bare Django
+    view that relays the upstream's bytes: bench/floor.py), and through a portal worker of its own."""
+    portal_port = free_port()
+    portal = uvicorn("dosportal.asgi:application", portal_port,
+                     {**portal_env, "DOS_AI_UPSTREAM_URL": f"http://127.0.0.1:{stream_port}/v1"})  # fmt: skip
+    processes.append(portal)
+    floor_port = int(floor.args[floor.args.index("--port") + 1])
+    return {
+        "upstream direct": stream_run(stream_port, "", count, ramp),
+        "floor (relay)": stream_run(floor_port, "", count, ramp, floor),
+        "portal": stream_run(portal_port, key, count, ramp, portal),
+    }
 
 
 def main() -> None:
@@ -230,7 +286,7 @@ def main() -> None:
     upstream_port, stream_port, floor_port, portal_port = (free_port() for _ in range(4))
     spool = tempfile.mkdtemp(prefix="bench-spool-")
     portal_env = {**os.environ, **production_env(upstream_port, spool), "PYTHONPATH": str(ROOT)}
-    floor_env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    floor_env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_UPSTREAM_URL": f"http://127.0.0.1:{stream_port}/v1"}
     key = prepare_portal(portal_env)
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
     script.write_text(WRK_POST)
@@ -278,26 +334,23 @@ def main() -> None:
                 f"  {name[7:]:14} throughput ÷ floor at c=32: {summary[(name, 32)].rps / floor32:.2f}×  (target ≥ 0.8)"
             )
 
-        streams = asyncio.run(first_token_times(stream_port, "/v1/chat/completions", "", args.streams, args.ramp))
-        portal_env_stream = {**portal_env, "DOS_AI_UPSTREAM_URL": f"http://127.0.0.1:{stream_port}/v1"}
-        stream_portal_port = free_port()
-        stream_portal = uvicorn("dosportal.asgi:application", stream_portal_port, portal_env_stream)
-        processes.append(stream_portal)
-        asyncio.run(first_token_times(stream_portal_port, "/v1/chat/completions", key, 20))  # warm up
-        through = asyncio.run(
-            first_token_times(stream_portal_port, "/v1/chat/completions", key, args.streams, args.ramp)
-        )
-        direct_p50 = statistics.median(streams[0]) * 1000
-        portal_ttft = sorted(t * 1000 for t in through[0]) or [float("nan")]
-        p99 = portal_ttft[min(len(portal_ttft) - 1, int(len(portal_ttft) * 0.99))]
+        streamed = measure_streams(args.streams, args.ramp, stream_port, floor, portal_env, key, processes)
         print(f"\nstreaming: {args.streams} streams opened over {args.ramp:g} s, 50 chunks 20 ms apart")
-        print(f"  upstream direct: errors {streams[1]}, time to first token p50 {direct_p50:.1f} ms")
-        added_p50 = statistics.median(portal_ttft) - direct_p50
-        print(f"  through portal:  errors {through[1]}, added time to first token p50 {added_p50:.1f} ms, "
-              f"p99 {p99 - direct_p50:.1f} ms (target p50 ≤ 10)")  # fmt: skip
-        print(f"  portal worker peak RSS: {peak_rss_mb(stream_portal.pid):.0f} MB  (target < 500)")
+        print(f"  {'':18} {'errors':>6} {'TTFT p50':>9} {'added p50':>10} {'added p99':>10} {'CPU/stream':>11}")
+        direct_p50 = statistics.median(streamed["upstream direct"].first_tokens or [float("nan")])
+        for name, run in streamed.items():
+            times = sorted(run.first_tokens) or [float("nan")]
+            p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
+            added = "" if name == "upstream direct" else f"{statistics.median(times) - direct_p50:>8.1f}ms"
+            added99 = "" if name == "upstream direct" else f"{p99 - direct_p50:>8.1f}ms"
+            cpu = f"{run.cpu_ms_per_stream:>9.2f}ms" if run.cpu_ms_per_stream is not None else ""
+            print(f"  {name:18} {run.errors:>6} {statistics.median(times):>7.1f}ms {added:>10} {added99:>10} {cpu:>11}")
+        print("  (added: the p50 time to first token minus the upstream's own; target for the portal ≤ 10 ms;")
+        print("   CPU/stream: the server's CPU time over the run ÷ streams, from /proc)")
+        print(f"  portal worker peak RSS: {streamed['portal'].peak_rss_mb:.0f} MB  (target < 500)")
+        through = streamed["portal"]
         failed = any(summary[(name, c)].non_2xx for name in targets if name != "upstream" for c in (1, 32))
-        if failed or through[1]:
+        if failed or through.errors:
             raise SystemExit("FAILED: some answers were not 2xx (see non-2xx / errors above)")
     finally:
         for process in processes:
