@@ -85,6 +85,16 @@ def upstream_unavailable(
     return ApiError(502, message, "upstream_error", "upstream_unavailable", retryable=retryable)
 
 
+def upstream_rejected(status: int, message: str = "", code: str = "") -> ApiError:
+    """The inference server's own 4xx (context too long, bad parameter…), with its message."""
+    return ApiError(
+        status,
+        message or f"The inference server rejected the request (HTTP {status}).",
+        "invalid_request_error",
+        code or "upstream_rejected",
+    )
+
+
 def upstream_timeout(*, retryable: bool = False) -> ApiError:
     return ApiError(
         504, "The inference server did not answer in time.", "upstream_error", "upstream_timeout", retryable=retryable

@@ -65,12 +65,7 @@ def map_upstream_status(status: int, content: bytes) -> ApiError:
     except (ValueError, UnicodeDecodeError):
         pass
     if 400 <= status < 500 and status not in (401, 403, 407, 408, 429):
-        return ApiError(
-            status,
-            message or f"The inference server rejected the request (HTTP {status}).",
-            "invalid_request_error",
-            code or "upstream_rejected",
-        )
+        return errors.upstream_rejected(status, message, code)
     if status in (408,):
         return errors.upstream_timeout(retryable=True)
     logger.warning("upstream answered HTTP %s: %s", status, message[:200])

@@ -7,6 +7,7 @@ import openai
 import pytest
 
 from billing.models import CreditAccount, UsageRecord
+from dosportal.v1.upstream import map_upstream_status
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -246,6 +247,35 @@ def test_upstream_client_error_reaches_the_client_in_our_shape(gateway, api_key,
         "type": "invalid_request_error",
         "code": "context_length_exceeded",
     }
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (400, b'{"error": {"message": "Bad top_k.", "code": "invalid_value"}}',
+         (400, "Bad top_k.", "invalid_request_error", "invalid_value", False)),
+        (422, b"<html>Unprocessable</html>",
+         (422, "The inference server rejected the request (HTTP 422).", "invalid_request_error", "upstream_rejected",
+          False)),
+        (404, b'{"error": "no such route"}',
+         (404, "no such route", "invalid_request_error", "upstream_rejected", False)),
+        (401, b'{"error": {"message": "bad upstream key"}}',
+         (502, "The inference server is unavailable. Try again shortly.", "upstream_error", "upstream_unavailable",
+          False)),
+        (429, b"", (502, "The inference server is unavailable. Try again shortly.", "upstream_error",
+                    "upstream_unavailable", True)),
+        (408, b"", (504, "The inference server did not answer in time.", "upstream_error", "upstream_timeout", True)),
+        (503, b"\xff\xfe", (502, "The inference server is unavailable. Try again shortly.", "upstream_error",
+                            "upstream_unavailable", True)),
+    ],
+    ids=["400-json", "422-html", "404-string", "401-ours", "429-ours", "408-timeout", "503-binary"],
+)  # fmt: skip
+def test_upstream_statuses_map_to_the_api_errors(status: int, body: bytes, expected: tuple) -> None:
+    """The upstream's client errors reach the caller with its message; its own auth failures,
+    overload and crashes are ours (502/504), worth another endpoint's try when retryable."""
+    error = map_upstream_status(status, body)
+
+    assert (error.status, error.message, error.type, error.code, error.retryable) == expected
 
 
 def test_streamed_upstream_failure_is_502_before_the_stream_starts(gateway, api_key, fake_upstream):
