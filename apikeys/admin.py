@@ -13,12 +13,12 @@ from django.urls import path, reverse
 from django.views.decorators.http import require_POST
 
 from accounts.security import SecurityContext
+from apikeys.forms import key_name_field
 from apikeys.models import ApiKey
 from apikeys.services import (
     KeySettings,
     api_key_revoke,
     api_key_update,
-    clean_key_name,
     clean_key_settings,
     describe_key_settings,
 )
@@ -41,6 +41,7 @@ class ApiKeyAdminForm(forms.ModelForm):
         required=False,
         help_text="Served-model names, comma-separated. Blank means ALL models (explicitly, including later ones).",
     )
+    name = key_name_field()
     ips_text = forms.CharField(
         label="Allowed IPs",
         required=False,
@@ -60,9 +61,6 @@ class ApiKeyAdminForm(forms.ModelForm):
                 self.initial["spend_limit_usd"] = micros_to_usd(key.spend_limit_micros).normalize()
             self.initial["models_text"] = ", ".join(key.allowed_models or [])
             self.initial["ips_text"] = ", ".join(key.allowed_ips or [])
-
-    def clean_name(self) -> str:
-        return clean_key_name(self.cleaned_data.get("name", ""))
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()

@@ -10,8 +10,8 @@ from django.utils import timezone
 
 from accounts.models import User
 from apikeys.limits import PERIODS
-from apikeys.models import ApiKey, SpendPeriod
-from apikeys.services import NAME_MAX_LENGTH, UNSET, KeySettings, clean_key_name, clean_key_settings
+from apikeys.models import NAME_MAX_LENGTH, ApiKey, SpendPeriod
+from apikeys.services import UNSET, KeySettings, clean_key_settings
 from billing.models import ServedModel
 from billing.money import InvalidAmount, micros_to_usd, usd_to_micros
 
@@ -23,6 +23,24 @@ EXPIRY_CHOICES = [
     ("date", "On a date"),
 ]
 KEEP = "keep"
+
+
+def key_name_field(**kwargs: Any) -> forms.CharField:
+    """A key's name as the dashboard, the admin and the commands take it: trimmed, required, at
+    most the model's length, in the same words everywhere."""
+    return forms.CharField(
+        max_length=NAME_MAX_LENGTH,
+        error_messages={
+            "required": "Give the key a name, e.g. “Production backend”.",
+            "max_length": f"Keep the name to {NAME_MAX_LENGTH} characters or fewer.",
+        },
+        **kwargs,
+    )
+
+
+def clean_key_name(name: str) -> str:
+    """A name given outside a form (a command's argument), cleaned as the forms clean it."""
+    return key_name_field().clean(name)
 
 
 class ApiKeySettingsForm(forms.Form):
@@ -170,16 +188,10 @@ def initial_for(api_key: ApiKey) -> dict[str, Any]:
 
 
 class ApiKeyCreateForm(ApiKeySettingsForm):
-    # Validation lives in the service's clean_key_name, so the page, the admin and the
-    # create_api_key command all refuse the same names with the same words.
-    name = forms.CharField(
+    name = key_name_field(
         label="Key name",
-        required=False,
-        strip=False,
         help_text="Something to tell your keys apart later, such as the app or environment using it.",
-        widget=forms.TextInput(
-            attrs={"maxlength": NAME_MAX_LENGTH, "placeholder": "e.g. Production backend", "autocomplete": "off"}
-        ),
+        widget=forms.TextInput(attrs={"placeholder": "e.g. Production backend", "autocomplete": "off"}),
     )
     field_order = ["name"]
 
@@ -188,16 +200,14 @@ class ApiKeyCreateForm(ApiKeySettingsForm):
         super().__init__(*args, **kwargs)
 
     def clean_name(self) -> str:
-        name = clean_key_name(self.cleaned_data.get("name", ""))
+        name = self.cleaned_data["name"]
         if self.owner is not None and ApiKey.objects.active().filter(owner=self.owner, name=name).exists():
             raise ValidationError(f"You already have an active key named “{name}”. Choose another name.")
         return name
 
 
 class ApiKeyEditForm(ApiKeySettingsForm):
-    name = forms.CharField(
-        label="Name", strip=False, required=False, widget=forms.TextInput(attrs={"maxlength": NAME_MAX_LENGTH})
-    )
+    name = key_name_field(label="Name")
     field_order = ["name"]
 
     def __init__(self, *args: Any, api_key: ApiKey, **kwargs: Any) -> None:
@@ -207,7 +217,7 @@ class ApiKeyEditForm(ApiKeySettingsForm):
         super().__init__(*args, api_key=api_key, **kwargs)
 
     def clean_name(self) -> str:
-        name = clean_key_name(self.cleaned_data.get("name", ""))
+        name = self.cleaned_data["name"]
         assert self.api_key is not None
         taken = ApiKey.objects.active().filter(owner=self.api_key.owner, name=name).exclude(pk=self.api_key.pk)
         if taken.exists():

@@ -22,6 +22,9 @@ class SpendPeriod(models.TextChoices):
     TOTAL = "total", "in total"
 
 
+NAME_MAX_LENGTH = 100  # a key's name, as every form and command takes it
+
+
 class ApiKey(models.Model):
     """A named key. Only the SHA-256 of the raw key is stored; revoking keeps the row.
 
@@ -37,7 +40,7 @@ class ApiKey(models.Model):
     """
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys")
-    name = models.CharField(max_length=100)
+    name = models.CharField(max_length=NAME_MAX_LENGTH)
     hashed_key = models.CharField(max_length=64, unique=True, editable=False)
     hint = models.CharField(max_length=32, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -21,22 +21,12 @@ from apikeys.limits import PERIODS, clean_networks, period_start
 from apikeys.models import ApiKey
 from billing.models import ServedModel
 
-NAME_MAX_LENGTH = 100
 MAX_SPEND_LIMIT_MICROS = 10**15  # $1,000,000,000
 MAX_CONCURRENCY = 10_000
 MAX_ALLOWED_IPS = 100
 MAX_ROLL_GRACE = dt.timedelta(days=30)
 # last_used_at is accurate to this interval: one conditional UPDATE at most per key.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
-
-
-def clean_key_name(name: str) -> str:
-    name = (name or "").strip()
-    if not name:
-        raise ValidationError("Give the key a name, e.g. “Production backend”.", code="required")
-    if len(name) > NAME_MAX_LENGTH:
-        raise ValidationError(f"Keep the name to {NAME_MAX_LENGTH} characters or fewer.", code="max_length")
-    return name
 
 
 def _check_name_free(*, owner: User, name: str, exclude_id: int | None = None) -> None:
@@ -112,8 +102,9 @@ def api_key_create(
     """Create a key and return it with the raw key, which exists only in this return value.
 
     Logged in the owner's security log and mailed to them (by name and hint, never the key);
-    `context` says who and from where (none: an operator's command)."""
-    name = clean_key_name(name)
+    `context` says who and from where (none: an operator's command). `name` is as a form
+    cleaned it (apikeys.forms.key_name_field); that it is free is checked here, in the
+    transaction."""
     key_settings = clean_key_settings(settings or KeySettings())
     _check_name_free(owner=owner, name=name)
     raw_key = generate_key()
@@ -192,7 +183,6 @@ def api_key_update(
         cleaned = clean_key_settings(wanted, now=now)
     update_fields = [field.name for field in dataclasses.fields(KeySettings)]
     if name is not UNSET:
-        name = clean_key_name(name)
         if name != key.name:
             _check_name_free(owner=key.owner, name=name, exclude_id=key.pk)
         key.name = name

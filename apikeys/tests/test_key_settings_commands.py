@@ -102,6 +102,8 @@ def test_expires_in_counts_days_from_now(owner, make_key):
             ["owner@example.com", "ci", "--rename", "other"],
             "You already have an active key named “other”. Choose another name.",
         ),
+        (["owner@example.com", "ci", "--rename", "  "], "Give the key a name, e.g. “Production backend”."),
+        (["owner@example.com", "ci", "--rename", "x" * 101], "Keep the name to 100 characters or fewer."),
         (["owner@example.com", "ci", "--expires-at", "2001-01-01"], "Choose an expiry time in the future."),
         (
             ["owner@example.com", "ci", "--spend-limit", "0.0000001", "--spend-period", "day"],

@@ -74,6 +74,8 @@ def test_the_settings_are_saved_through_the_service(admin_client: Client, owner,
         ({"models_text": "gpt-9"}, "models_text", "No such model: gpt-9."),
         ({"spend_limit_usd": "5"}, "spend_period", "Choose the period of the spend limit."),
         ({"max_concurrency": "0"}, "max_concurrency", None),
+        ({"name": "   "}, "name", "Give the key a name, e.g. “Production backend”."),
+        ({"name": "x" * 101}, "name", "Keep the name to 100 characters or fewer."),
     ],
 )
 def test_bad_settings_are_form_errors(admin_client: Client, owner, make_key, changes, field, message) -> None:
@@ -85,6 +87,7 @@ def test_bad_settings_are_form_errors(admin_client: Client, owner, make_key, cha
     if message:
         assert errors[field] == [message]
     assert ApiKey.objects.get(pk=api_key.pk).allowed_ips is None
+    assert ApiKey.objects.get(pk=api_key.pk).name == "ci"
 
 
 def test_the_revoke_button_revokes_by_post_only(admin_client: Client, owner, make_key) -> None:

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest
 
+from billing.models import ServedModel
 from billing.settlement import MAX_TOKENS_PER_CALL
 from dosportal.v1 import errors
 from dosportal.v1.tokens import (
@@ -29,7 +30,7 @@ from dosportal.v1.tokens import (
 )
 
 MAX_CHOICES = 128
-MODEL_NAME_MAX_LENGTH = 100  # ServedModel.name
+MODEL_NAME_MAX_LENGTH = ServedModel._meta.get_field("name").max_length
 # Every name an OpenAI-compatible server reads as "generate at most this many tokens" (OpenAI's
 # two, llama.cpp's n_predict, TGI's max_new_tokens). The largest one sent is admitted; the last
 # is the one written into the forwarded body when none is sent.

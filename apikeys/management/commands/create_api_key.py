@@ -13,6 +13,7 @@ from django.core.management.base import CommandError
 
 from accounts.cli import AccountCommand, checked_text
 from accounts.models import User
+from apikeys.forms import clean_key_name
 from apikeys.services import api_key_create
 
 
@@ -28,7 +29,7 @@ class Command(AccountCommand):
             # Its keys would never authenticate (the gateway checks the owner is active).
             raise CommandError(f"The account {owner.email} is disabled.")
         try:
-            api_key, raw_key = api_key_create(owner=owner, name=name)
+            api_key, raw_key = api_key_create(owner=owner, name=clean_key_name(name))
         except ValidationError as error:
             raise CommandError(" ".join(error.messages)) from None
         self.stdout.write(raw_key)

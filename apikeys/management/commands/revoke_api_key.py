@@ -15,8 +15,8 @@ from django.db.models import Q
 
 from accounts.cli import AccountCommand, checked_text
 from accounts.models import User
-from apikeys.models import ApiKey
-from apikeys.services import NAME_MAX_LENGTH, api_key_revoke
+from apikeys.models import NAME_MAX_LENGTH, ApiKey
+from apikeys.services import api_key_revoke
 
 
 class Command(AccountCommand):

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from accounts.cli import AccountCommand
 from accounts.models import User
+from apikeys.forms import clean_key_name
 from apikeys.limits import PERIODS
 from apikeys.management.commands._keyargs import (
     active_key,
@@ -102,6 +103,8 @@ class Command(AccountCommand):
             raise CommandError("Nothing to change: give at least one setting (see --help).")
         api_key = active_key(owner, name)
         try:
+            if "name" in changes:
+                changes["name"] = clean_key_name(changes["name"])
             api_key = api_key_update(api_key=api_key, **{field: changes.get(field, UNSET) for field in changes})
         except ValidationError as error:
             raise CommandError(" ".join(error.messages)) from None
