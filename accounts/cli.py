@@ -70,7 +70,7 @@ def checked_int(value: int | None, *, what: str, minimum: int, maximum: int) -> 
 def user_by_email(email: str) -> User:
     """Emails are stored lower-cased, so an operator may type them in any case."""
     cleaned = checked_text(email, what="email", max_length=EMAIL_MAX_LENGTH)
-    user = User.objects.filter(email__iexact=cleaned).first() if cleaned else None
+    user = User.objects.get_by_email(cleaned)
     if user is None:
         raise CommandError(f"No account with the email {email!r}.")
     return user

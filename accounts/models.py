@@ -24,6 +24,11 @@ class UserManager(BaseUserManager["User"]):
         user.save(using=self._db)
         return user
 
+    def get_by_email(self, email: str) -> User | None:
+        """The account with this email, typed in any case (emails are stored lower-cased), or None."""
+        email = email.strip()
+        return self.filter(email__iexact=email).first() if email else None
+
     def create_user(self, email: str, password: str | None = None, **extra_fields: object) -> User:
         """For operators and scripts: the account is verified and credited at once (sign-up is allauth's)."""
         from accounts.services import account_open_verified

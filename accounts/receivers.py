@@ -50,7 +50,7 @@ def on_signed_in(sender: type, request: HttpRequest, user: User, **kwargs: Any) 
 @receiver(user_login_failed, dispatch_uid="accounts-sign-in-failed")
 def on_sign_in_failed(sender: type, credentials: dict, request: HttpRequest | None = None, **kwargs: Any) -> None:
     email = str(credentials.get("email") or credentials.get("username") or "").strip()
-    user = User.objects.filter(email__iexact=email).first() if email else None
+    user = User.objects.get_by_email(email)
     if user is not None:
         context = SecurityContext.from_request(request) if request is not None else SecurityContext()
         security_event_record(user=user, kind=Kind.SIGN_IN_FAILED, context=context)

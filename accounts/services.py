@@ -8,6 +8,7 @@ from django.db import transaction
 from accounts.models import SecurityEvent, User
 from accounts.plans import PLANS
 from accounts.security import SecurityContext, security_event_record
+from accounts.signals import account_verified
 
 # The override columns are PostgreSQL integers.
 LIMIT_MAXIMUM = 2**31 - 1
@@ -58,12 +59,11 @@ def limits_summary(user: User) -> str:
 
 def account_open_verified(*, user: User) -> None:
     """An account made by an operator (create_user, createsuperuser, the admin's add form):
-    its email counts as verified and it gets the starting credit at once."""
-    from billing.services import credit_account_open
-
+    its email counts as verified and it gets the starting credit at once (billing listens to
+    accounts.signals.account_verified)."""
     with transaction.atomic():
         account_mark_email_verified(user=user)
-        credit_account_open(user=user)
+        account_verified.send(sender=User, user=user)
 
 
 def account_mark_email_verified(*, user: User) -> None:
@@ -77,11 +77,9 @@ def account_mark_email_verified(*, user: User) -> None:
 
 
 def account_email_verified(*, user: User) -> None:
-    """A self-made account confirmed its email: the starting credit, once (credit_account_open
+    """A self-made account confirmed its email: the starting credit, once (billing's receiver
     grants only when it opens the credit account, so a second confirmation grants nothing)."""
-    from billing.services import credit_account_open
-
-    credit_account_open(user=user)
+    account_verified.send(sender=User, user=user)
 
 
 def account_has_verified_email(user: User) -> bool:

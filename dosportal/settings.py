@@ -82,7 +82,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "dosportal.context_processors.portal",
-                "accounts.context_processors.signup_offer",
+                "billing.context_processors.signup_offer",
             ],
             # dosportal is not an app; its template tags are registered here by name.
             "libraries": {"code": "dosportal.templatetags.code"},

@@ -1,3 +1,5 @@
+"""Template context that billing adds to every page."""
+
 from __future__ import annotations
 
 from django.conf import settings
