@@ -166,6 +166,11 @@ class ApiKeySettingsForm(forms.Form):
         self.changes = changes
         return cleaned
 
+    @property
+    def settings_have_errors(self) -> bool:
+        """An error among the optional settings (not the name): their section opens to show it."""
+        return any(field != "name" for field in self.errors)
+
     def key_settings(self) -> KeySettings:
         """For a new key (where "keep" cannot occur)."""
         changes = dict(self.changes)

@@ -83,8 +83,18 @@ def test_bad_settings_are_form_errors_not_keys(owner_client: Client, data, messa
     response = owner_client.post("/keys/create/", {"name": "Bad", **data})
     assert response.status_code == 200
     assert message in response.content.decode()
+    assert '<details class="key-advanced" open>' in response.content.decode()  # opened to show the error
     assert not ApiKey.objects.exists()
     assert not RAW_KEY.search(response.content.decode())
+
+
+def test_a_name_error_leaves_the_advanced_settings_closed(owner_client: Client) -> None:
+    response = owner_client.post("/keys/create/", {"name": "  ", "allowed_ips": "10.0.0.1"})
+
+    content = response.content.decode()
+    assert "Give the key a name, e.g. “Production backend”." in content
+    assert '<details class="key-advanced">' in content
+    assert ">\n10.0.0.1</textarea>" in content  # kept for the next try
 
 
 def test_a_name_is_unique_among_active_keys_only(owner_client: Client, owner, make_key) -> None:
