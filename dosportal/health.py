@@ -104,7 +104,12 @@ async def asgi_healthz(scope: dict[str, Any], send: Any) -> None:
         await _send(send, 405, b"", [(b"allow", b"GET, HEAD")], method)
         return
     database_ok = await get_store().ping()
-    upstreams = _upstream_health_memo["value"] if upstream_health_is_fresh() else await _upstream_health_in_thread()
+    if not database_ok:
+        upstreams: Upstreams = {}  # the answer is 503 whatever they are, and they are read from the database
+    elif upstream_health_is_fresh():
+        upstreams = _upstream_health_memo["value"]
+    else:
+        upstreams = await _upstream_health_in_thread()
     status, body = answer(database_ok=database_ok, upstreams=upstreams)
     content = json.dumps(body).encode()
     await _send(send, status, content, [(b"content-type", b"application/json")], method)

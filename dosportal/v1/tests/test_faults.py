@@ -24,6 +24,7 @@ import psycopg
 import pytest
 
 from billing.models import CreditAccount, CreditHold, LedgerEntry, UsageRecord
+from dosportal.health import UPSTREAM_HEALTH_SECONDS
 from dosportal.testing.faults import ThrowawayPostgres, fault_env, manage, seed_account
 from dosportal.testing.gateway import Gateway
 from dosportal.testing.upstream import COMPLETION_TOKENS, PROMPT_TOKENS, REPLY_WORDS
@@ -404,8 +405,11 @@ def test_healthz_says_503_while_postgresql_is_down_and_200_once_it_is_back(fault
 
     faults.postgres.stop()
     down = httpx.get(f"{gateway.url}/healthz", timeout=10)
+    time.sleep(UPSTREAM_HEALTH_SECONDS + 0.2)  # past the upstreams' memo, which is read from the database
+    still_down = httpx.get(f"{gateway.url}/healthz", timeout=10)
     faults.postgres.start()
 
     assert (down.status_code, down.json()) == (503, {"status": "error", "database": "unavailable"})
+    assert (still_down.status_code, still_down.json()) == (503, {"status": "error", "database": "unavailable"})
     assert "no-store" in down.headers["cache-control"]
     assert faults.wait_for(lambda: httpx.get(f"{gateway.url}/healthz", timeout=10).status_code == 200, 15)
