@@ -529,46 +529,62 @@ async def _metered(
             await forward.aclose()
 
 
+async def _converted(stream: UpstreamStream, convert: Callable[[bytes], bytes | None]) -> AsyncIterator[bytes]:
+    """The stream's events, each converted for the client (None drops it), one part per upstream
+    read: what arrived together goes out in one write. A failure that `convert` raises mid-read
+    still delivers the events that came before it."""
+    async for batch in stream.batches():
+        out = []
+        try:
+            for data in batch:
+                part = convert(data.strip())
+                if part is not None:
+                    out.append(part)
+        except UpstreamStreamError:
+            if out:
+                yield b"".join(out)
+            raise
+        if out:
+            yield b"".join(out)
+
+
 def _relay(metered: Metered, stream: UpstreamStream) -> AsyncIterator[bytes]:
     """Chat and text completions: ordinary chunks pass through as bytes (model name rewritten,
     finish reason spotted); only chunks that carry usage, or do not look like a JSON object,
     are parsed. Ends with [DONE]."""
     meter = _Meter(_Delivered())
-    return _metered(metered, stream, _completion_chunks(metered, stream, meter), meter, done=b"data: [DONE]\n\n",
-                    error_event=_error_event)  # fmt: skip
+    return _metered(metered, stream, _converted(stream, _completion_chunk(metered, meter)), meter,
+                    done=b"data: [DONE]\n\n", error_event=_error_event)  # fmt: skip
 
 
-async def _completion_chunks(metered: Metered, stream: UpstreamStream, meter: _Meter) -> AsyncIterator[bytes]:
+def _completion_chunk(metered: Metered, meter: _Meter) -> Callable[[bytes], bytes | None]:
     rename = _model_renamer(metered)
     wants_usage = metered.parsed.client_wants_usage
-    async for batch in stream.batches():
-        out = []
-        for data in batch:
-            data = data.strip()
-            if b'"usage"' not in data and data.startswith(b"{") and data.endswith(b"}"):
-                meter.finished = meter.finished or _FINISHED.search(data) is not None
-                meter.delivered.raw.append(data)
-                out.append(b"data: " + rename(data) + b"\n\n")
-                continue
-            try:
-                chunk = json.loads(data)
-            except ValueError:
-                continue  # not an event the API defines: drop it rather than confuse SDK parsers
-            if not isinstance(chunk, dict):
-                continue
-            meter.usage = _usage_numbers(chunk.get("usage")) or meter.usage
-            meter.finished = meter.finished or _finished(chunk)
-            if "model" in chunk:
-                chunk["model"] = metered.model.name
-            if not wants_usage:
-                # We asked the upstream for usage; a client that did not gets the stream it asked for.
-                chunk.pop("usage", None)
-                if not chunk.get("choices"):
-                    continue
-            meter.delivered.texts.append(_completion_text(chunk))
-            out.append(_sse(chunk))
-        if out:
-            yield b"".join(out)
+
+    def convert(data: bytes) -> bytes | None:
+        if b'"usage"' not in data and data.startswith(b"{") and data.endswith(b"}"):
+            meter.finished = meter.finished or _FINISHED.search(data) is not None
+            meter.delivered.raw.append(data)
+            return b"data: " + rename(data) + b"\n\n"
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            return None  # not an event the API defines: drop it rather than confuse SDK parsers
+        if not isinstance(chunk, dict):
+            return None
+        meter.usage = _usage_numbers(chunk.get("usage")) or meter.usage
+        meter.finished = meter.finished or _finished(chunk)
+        if "model" in chunk:
+            chunk["model"] = metered.model.name
+        if not wants_usage:
+            # We asked the upstream for usage; a client that did not gets the stream it asked for.
+            chunk.pop("usage", None)
+            if not chunk.get("choices"):
+                return None
+        meter.delivered.texts.append(_completion_text(chunk))
+        return _sse(chunk)
+
+    return convert
 
 
 def _responses_error_event(error: ApiError) -> bytes:
@@ -582,40 +598,34 @@ def _relay_responses(metered: Metered, stream: UpstreamStream) -> AsyncIterator[
     """The Responses API's typed events: usage from the final `response.completed`, the text
     from `response.output_text.delta`, each event with its `event:` line, no [DONE]."""
     meter = _Meter(_Delivered(responses.delta_text))
-    return _metered(metered, stream, _response_events(metered, stream, meter), meter, done=b"",
+    return _metered(metered, stream, _converted(stream, _response_event(metered, meter)), meter, done=b"",
                     error_event=_responses_error_event)  # fmt: skip
 
 
-async def _response_events(metered: Metered, stream: UpstreamStream, meter: _Meter) -> AsyncIterator[bytes]:
+def _response_event(metered: Metered, meter: _Meter) -> Callable[[bytes], bytes | None]:
     rename = _model_renamer(metered)
-    async for batch in stream.batches():
-        out = []
-        for data in batch:
-            data = data.strip()
-            kind = responses.event_type(data)
-            if kind is None or not data.startswith(b"{"):
-                continue  # not an event the API defines
-            if kind.decode() in responses.FAILED_TYPES:
-                if out:  # what came before the failure in the same read still reaches the client
-                    yield b"".join(out)
-                raise UpstreamStreamError(errors.upstream_unavailable("The inference server failed the response."))
-            if b'"usage"' in data:
-                try:
-                    event = json.loads(data)
-                except ValueError:
-                    continue
-                meter.usage = (
-                    _usage_numbers(responses.usage_fields(event), "input_tokens", "output_tokens") or meter.usage
-                )
-                responses.set_public_model(event, metered.model.name)
-                data = json.dumps(event, separators=(",", ":")).encode()
-            else:
-                data = rename(data)
-                meter.delivered.raw.append(data)
-            meter.finished = meter.finished or responses.FINISHED_RE.search(data) is not None
-            out.append(b"event: " + kind + b"\ndata: " + data + b"\n\n")
-        if out:
-            yield b"".join(out)
+
+    def convert(data: bytes) -> bytes | None:
+        kind = responses.event_type(data)
+        if kind is None or not data.startswith(b"{"):
+            return None  # not an event the API defines
+        if kind.decode() in responses.FAILED_TYPES:
+            raise UpstreamStreamError(errors.upstream_unavailable("The inference server failed the response."))
+        if b'"usage"' in data:
+            try:
+                event = json.loads(data)
+            except ValueError:
+                return None
+            meter.usage = _usage_numbers(responses.usage_fields(event), "input_tokens", "output_tokens") or meter.usage
+            responses.set_public_model(event, metered.model.name)
+            data = json.dumps(event, separators=(",", ":")).encode()
+        else:
+            data = rename(data)
+            meter.delivered.raw.append(data)
+        meter.finished = meter.finished or responses.FINISHED_RE.search(data) is not None
+        return b"event: " + kind + b"\ndata: " + data + b"\n\n"
+
+    return convert
 
 
 async def _finish(metered: Metered, stream: UpstreamStream, status: int, meter: _Meter) -> None:
