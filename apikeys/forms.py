@@ -11,7 +11,7 @@ from django.utils import timezone
 from accounts.models import User
 from apikeys.limits import PERIODS
 from apikeys.models import NAME_MAX_LENGTH, ApiKey, SpendPeriod
-from apikeys.services import UNSET, KeySettings, clean_key_settings
+from apikeys.services import UNSET, KeySettings, check_key_name_free, clean_key_settings
 from billing.models import ServedModel
 from billing.money import InvalidAmount, micros_to_usd, usd_to_micros
 
@@ -206,8 +206,8 @@ class ApiKeyCreateForm(ApiKeySettingsForm):
 
     def clean_name(self) -> str:
         name = self.cleaned_data["name"]
-        if self.owner is not None and ApiKey.objects.active().filter(owner=self.owner, name=name).exists():
-            raise ValidationError(f"You already have an active key named “{name}”. Choose another name.")
+        if self.owner is not None:
+            check_key_name_free(owner=self.owner, name=name)
         return name
 
 
@@ -224,9 +224,7 @@ class ApiKeyEditForm(ApiKeySettingsForm):
     def clean_name(self) -> str:
         name = self.cleaned_data["name"]
         assert self.api_key is not None
-        taken = ApiKey.objects.active().filter(owner=self.api_key.owner, name=name).exclude(pk=self.api_key.pk)
-        if taken.exists():
-            raise ValidationError(f"You already have an active key named “{name}”. Choose another name.")
+        check_key_name_free(owner=self.api_key.owner, name=name, exclude_id=self.api_key.pk)
         return name
 
 

@@ -29,14 +29,23 @@ MAX_ROLL_GRACE = dt.timedelta(days=30)
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
-def _check_name_free(*, owner: User, name: str, exclude_id: int | None = None) -> None:
+def check_key_name_free(*, owner: User, name: str, exclude_id: int | None = None) -> None:
+    """A ValidationError when another active key of `owner` (not `exclude_id`) has this name:
+    names are unique among a user's active keys. The forms check it on their name field; the
+    services check it again in their transaction."""
     taken = ApiKey.objects.active().filter(owner=owner, name=name)
     if exclude_id is not None:
         taken = taken.exclude(pk=exclude_id)
     if taken.exists():
-        raise ValidationError(
-            {"name": f"You already have an active key named “{name}”. Choose another name."}, code="unique"
-        )
+        raise ValidationError(f"You already have an active key named “{name}”. Choose another name.", code="unique")
+
+
+def _check_name_free(*, owner: User, name: str, exclude_id: int | None = None) -> None:
+    """check_key_name_free, its error keyed by field as the other settings' errors are."""
+    try:
+        check_key_name_free(owner=owner, name=name, exclude_id=exclude_id)
+    except ValidationError as error:
+        raise ValidationError({"name": error.error_list}) from None
 
 
 @dataclass(frozen=True, slots=True)
