@@ -256,8 +256,8 @@ def stream_run(port: int, key: str, count: int, ramp: float, server: subprocess.
 
 
 def measure_streams(
-    count: int, ramp: float, stream_port: int, floor: subprocess.Popen, portal_env: dict[str, str], key: str,
-    processes: list[subprocess.Popen],
+    count: int, ramp: float, stream_port: int, floor: subprocess.Popen, floor_port: int, portal_env: dict[str, str],
+    key: str, processes: list[subprocess.Popen],
 ) -> dict[str, StreamRun]:  # fmt: skip
     """The same streams straight from the streaming upstream, through the floor (a bare Django
     view that relays the upstream's bytes: bench/floor.py), and through a portal worker of its own."""
@@ -265,7 +265,6 @@ def measure_streams(
     portal = uvicorn("dosportal.asgi:application", portal_port,
                      {**portal_env, "DOS_AI_UPSTREAM_URL": f"http://127.0.0.1:{stream_port}/v1"})  # fmt: skip
     processes.append(portal)
-    floor_port = int(floor.args[floor.args.index("--port") + 1])
     return {
         "upstream direct": stream_run(stream_port, "", count, ramp),
         "floor (relay)": stream_run(floor_port, "", count, ramp, floor),
@@ -334,7 +333,7 @@ def main() -> None:
                 f"  {name[7:]:14} throughput ÷ floor at c=32: {summary[(name, 32)].rps / floor32:.2f}×  (target ≥ 0.8)"
             )
 
-        streamed = measure_streams(args.streams, args.ramp, stream_port, floor, portal_env, key, processes)
+        streamed = measure_streams(args.streams, args.ramp, stream_port, floor, floor_port, portal_env, key, processes)
         print(f"\nstreaming: {args.streams} streams opened over {args.ramp:g} s, 50 chunks 20 ms apart")
         print(f"  {'':18} {'errors':>6} {'TTFT p50':>9} {'added p50':>10} {'added p99':>10} {'CPU/stream':>11}")
         direct_p50 = statistics.median(streamed["upstream direct"].first_tokens or [float("nan")])
