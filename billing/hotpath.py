@@ -8,10 +8,12 @@ cases through both (`billing/tests/test_hotpath.py`).
   both limits on the locked rows, then UPDATE the account's held credit (and the key's
   held spend, starting its new period if one began) and INSERT the hold, in one
   statement; nothing is written when either the key's limit or the available credit is
-  short. It answers (hold id or NULL, key limit ok) so the gateway can say which 402.
+  short. It answers (hold id or NULL, key limit ok, what is left of the key's limit, the
+  available credit) so the gateway can say which 402, and why.
   The key's last-used time rides along when it is a minute stale.
   Lock order is account, then key, in both statements: they cannot deadlock.
-- settle: DELETE the hold, lock and UPDATE the account, release the key's held spend
+- settle: DELETE the hold, lock and UPDATE the account (charging the call's cost, never more
+  than its hold: the hold is what admission checked against both limits), release the key's held spend
   and add the charge to its period's spend, INSERT the usage record and the ledger
   entry, in one statement. A hold that is already gone makes the whole
   statement a no-op, which is what makes a retried settlement exactly-once.
@@ -66,19 +68,26 @@ WITH acct AS (
         spend_held_micros = k.spend_held_micros + CASE WHEN account.counts THEN %(amount)s ELSE 0 END
     FROM account WHERE k.id = %(key_id)s AND (%(touch)s OR account.counts)
 ), hold AS (
-    INSERT INTO {_HOLD} (user_id, amount_micros, request_id, created_at, limited_key_id)
-    SELECT user_id, %(amount)s, %(request_id)s, now(), CASE WHEN counts THEN %(key_id)s::bigint END FROM account
+    INSERT INTO {_HOLD} (user_id, amount_micros, request_id, created_at, limited_key_id, call, heartbeat_at,
+                         delivered_prompt_tokens, delivered_completion_tokens)
+    SELECT user_id, %(amount)s, %(request_id)s, now(), CASE WHEN counts THEN %(key_id)s::bigint END,
+           %(call)s::jsonb, now(), 0, 0
+    FROM account
     RETURNING id
 )
-SELECT (SELECT id FROM hold), COALESCE((SELECT key_ok FROM verdict), true)
+SELECT (SELECT id FROM hold), COALESCE((SELECT key_ok FROM verdict), true),
+       (SELECT spend_limit - used FROM limited), (SELECT available FROM acct)
 """
 
 SETTLE_SQL = f"""
 WITH hold AS (
     DELETE FROM {_HOLD} WHERE id = %(hold_id)s RETURNING user_id, amount_micros, limited_key_id
 ), locked AS (
+    -- Never more than the hold: admission checked the key's limit and the account's credit
+    -- against it, so a charge within it passes neither, whatever the upstream reports.
     SELECT a.user_id, hold.amount_micros AS released, hold.limited_key_id,
-           GREATEST(0, LEAST(%(cost)s::bigint, a.balance_micros - a.held_micros + hold.amount_micros)) AS charge
+           GREATEST(0, LEAST(%(cost)s::bigint, hold.amount_micros,
+                             a.balance_micros - a.held_micros + hold.amount_micros)) AS charge
     FROM {_ACCOUNT} a JOIN hold ON hold.user_id = a.user_id
     FOR UPDATE OF a
 ), account AS (
@@ -115,6 +124,25 @@ SELECT charge FROM account
 """
 
 
+# A worker's live holds, renewed in one statement: (hold ids, delivered prompt and completion tokens).
+HEARTBEAT_SQL = f"""
+UPDATE {_HOLD} h
+SET heartbeat_at = now(), delivered_prompt_tokens = v.prompt, delivered_completion_tokens = v.completion
+FROM unnest(%(ids)s::bigint[], %(prompt)s::integer[], %(completion)s::integer[]) AS v(id, prompt, completion)
+WHERE h.id = v.id
+"""
+
+# Holds whose worker stopped renewing them (the table only holds calls in flight: small).
+STALE_HOLDS_SQL = f"""
+SELECT id, call, delivered_prompt_tokens, delivered_completion_tokens,
+       (EXTRACT(EPOCH FROM COALESCE(heartbeat_at, created_at) - created_at) * 1000)::bigint
+FROM {_HOLD} WHERE COALESCE(heartbeat_at, created_at) < now() - make_interval(secs => %(stale_seconds)s)
+ORDER BY id LIMIT %(limit)s
+"""
+
+HOLD_BY_REQUEST_SQL = f"SELECT id FROM {_HOLD} WHERE request_id = %(request_id)s"
+
+
 def reserve_params(
     *,
     user_id: int,
@@ -123,10 +151,12 @@ def reserve_params(
     request_id: str,
     touch: bool,
     spend_period_start: dt.datetime | None,
+    call: str | None = None,
 ) -> dict[str, Any]:
     """`spend_period_start`: the start of the key's spend period the call belongs to, or None
-    when the key had no spend limit at lookup."""
+    when the key had no spend limit at lookup. `call`: the hold's `call` (JSON text)."""
     return {
+        "call": call,
         "user_id": user_id,
         "key_id": key_id,
         "amount": amount_micros,

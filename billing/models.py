@@ -113,6 +113,15 @@ class CreditHold(models.Model):
     limited_key = models.ForeignKey(
         "apikeys.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
     )
+    # What the call would be settled as (billing.settlement.Settlement's fields, and the
+    # limiter entry of its concurrency slot), so that a hold whose worker died can be charged
+    # for what it delivered by whoever finds it (dosportal.v1.holds, release_stale_holds).
+    call = models.JSONField(null=True, blank=True)
+    # The call's last sign of life: its worker renews it every few seconds with what the call
+    # has delivered so far. A hold whose heartbeat stopped belongs to a worker that died.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    delivered_prompt_tokens = models.PositiveIntegerField(default=0)
+    delivered_completion_tokens = models.PositiveIntegerField(default=0)
 
     class Meta:
         indexes = [models.Index(fields=["created_at"], name="credithold_created_idx")]

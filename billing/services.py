@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Value
-from django.db.models.functions import Greatest
+from django.db.models.functions import Coalesce, Greatest
+from django.utils import timezone
 
 from accounts.models import User
 from billing.models import CreditAccount, CreditHold, LedgerEntry, UsageRecord
@@ -95,6 +97,30 @@ class Refusal(enum.Enum):
     BALANCE = "balance"
 
 
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A refused reservation, with what is left of the limit that refused it (the key's spend
+    limit this period, or the account's available credit), for the 402's message."""
+
+    why: Refusal
+    left_micros: int
+
+
+def credit_left(*, why: Refusal, user_id: int, api_key_id: int, spend_period_start: dt.datetime | None) -> int:
+    """What is left of the limit that refused a reservation (the ORM path's twin of the figures
+    RESERVE_SQL answers with)."""
+    from apikeys.models import ApiKey
+
+    if why is Refusal.KEY_SPEND_LIMIT:
+        key = ApiKey.objects.filter(pk=api_key_id).first()
+        if key is None or key.spend_limit_micros is None:
+            return 0
+        current = spend_period_start is not None and key.spend_period_start == spend_period_start
+        return key.spend_limit_micros - (key.spend_spent_micros if current else 0) - key.spend_held_micros
+    account = CreditAccount.objects.filter(user_id=user_id).first()
+    return account.available_micros if account is not None else 0
+
+
 def credit_reserve(*, user_id: int, amount_micros: int, request_id: str) -> int | None:
     """Hold `amount_micros` for a request (no key limit involved); None when the available
     credit cannot cover it."""
@@ -109,6 +135,7 @@ def credit_reserve_for_key(
     request_id: str,
     api_key_id: int | None = None,
     spend_period_start: dt.datetime | None = None,
+    call: dict | None = None,
 ) -> int | Refusal:
     """Hold `amount_micros` for a request: the hold's id, or why it was refused.
 
@@ -153,6 +180,8 @@ def credit_reserve_for_key(
             amount_micros=amount_micros,
             request_id=request_id,
             limited_key_id=key.pk if key is not None else None,
+            call=call,
+            heartbeat_at=timezone.now(),
         )
     return hold.pk
 
@@ -162,11 +191,10 @@ def usage_settle(*, settlement: Settlement) -> UsageRecord | None:
 
     The ORM form of the one-statement settlement in `billing.hotpath` (used on
     SQLite, by tests and by tools; both are tested against the same cases).
-    The charge is capped at the credit this request may use (its own hold plus
-    whatever is not held by others): if the upstream used more tokens than
-    admission estimated and the account cannot cover it, the balance stops at
-    zero and the difference is written off, never taken from other requests' holds.
-    Returns None if the hold was already settled (exactly-once).
+    The charge is capped at the hold: admission checked the key's spend limit and the
+    account's credit against it, so no report of the upstream's can take either past its
+    limit (the hold is an upper bound of the call's cost: dosportal.v1.tokens). Returns
+    None if the hold was already settled (exactly-once).
     """
     with transaction.atomic():
         hold = CreditHold.objects.select_for_update().filter(pk=settlement.hold_id).first()
@@ -174,7 +202,7 @@ def usage_settle(*, settlement: Settlement) -> UsageRecord | None:
             return None
         account = CreditAccount.objects.select_for_update().get(user_id=hold.user_id)
         spendable = account.balance_micros - (account.held_micros - hold.amount_micros)
-        charge = max(0, min(settlement.cost_micros, spendable))
+        charge = max(0, min(settlement.cost_micros, hold.amount_micros, spendable))
         account.held_micros -= hold.amount_micros
         account.save(update_fields=["held_micros", "updated_at"])
         _key_spend_settle(
@@ -225,30 +253,74 @@ def _key_spend_settle(*, api_key_id: int, released: int, charge: int, started_at
     )
 
 
-def credit_holds_release_stale(*, older_than: dt.timedelta) -> int:
-    """Release holds left by requests whose worker died before settling; returns how many.
+def credit_holds_heartbeat(*, progress: list[tuple[int, int, int]]) -> None:
+    """The ORM form of `billing.hotpath.HEARTBEAT_SQL`: (hold id, delivered prompt, completion)."""
+    now = timezone.now()
+    with transaction.atomic():
+        for hold_id, prompt_tokens, completion_tokens in progress:
+            CreditHold.objects.filter(pk=hold_id).update(
+                heartbeat_at=now,
+                delivered_prompt_tokens=prompt_tokens,
+                delivered_completion_tokens=completion_tokens,
+            )
 
-    A request settles its own hold when it ends, however it ends, so a hold older
-    than the longest request the deployment allows belongs to a process that
-    crashed or was killed. Its credit is released without a charge (what the dead
-    request delivered is unknown). Run `manage.py release_stale_holds` from cron.
+
+def stale_hold_settlement(
+    *, hold_id: int, call: dict | None, prompt_tokens: int, completion_tokens: int, latency_ms: int
+) -> Settlement | None:
+    """How a hold whose worker died is settled: charged for what its last heartbeat reported;
+    a hold from before heartbeats (no `call`) has nothing to charge."""
+    if not call:
+        return None
+    return Settlement.recovered(
+        hold_id=hold_id,
+        call=call,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        latency_ms=latency_ms,
+    )
+
+
+def credit_holds_release_stale(*, older_than: dt.timedelta) -> list[dict]:
+    """Settle the holds whose worker stopped renewing them `older_than` ago; returns their
+    `call` records (each names the concurrency slot the dead call still occupies).
+
+    A call's worker renews its hold every few seconds (dosportal.v1.holds), so a hold in use
+    is never taken, however long its call runs. A hold whose heartbeat stopped belongs to a
+    worker that was killed or a host that was lost: it is charged for what the call had
+    delivered by its last heartbeat (never more than the hold), written exactly once (the
+    settlement deletes the hold; a late settlement by a worker that was only slow is then a
+    no-op). A hold from before heartbeats existed is released without a charge.
     """
-    from django.utils import timezone
-
-    released = 0
+    released: list[dict] = []
     cutoff = timezone.now() - older_than
-    for hold_id in CreditHold.objects.filter(created_at__lt=cutoff).values_list("pk", flat=True):
+    stale = CreditHold.objects.annotate(seen=Coalesce("heartbeat_at", "created_at")).filter(seen__lt=cutoff)
+    for hold in stale.order_by("pk"):
+        latency_ms = int(((hold.heartbeat_at or hold.created_at) - hold.created_at).total_seconds() * 1000)
+        settlement = stale_hold_settlement(
+            hold_id=hold.pk,
+            call=hold.call,
+            prompt_tokens=hold.delivered_prompt_tokens,
+            completion_tokens=hold.delivered_completion_tokens,
+            latency_ms=latency_ms,
+        )
+        if settlement is not None:
+            if usage_settle(settlement=settlement) is not None:
+                released.append(hold.call)
+            continue
         with transaction.atomic():
-            hold = CreditHold.objects.select_for_update().filter(pk=hold_id).first()
-            if hold is None:  # settled meanwhile
+            locked = CreditHold.objects.select_for_update().filter(pk=hold.pk).first()
+            if locked is None:  # settled meanwhile
                 continue
-            CreditAccount.objects.filter(user_id=hold.user_id).update(held_micros=F("held_micros") - hold.amount_micros)
-            if hold.limited_key_id:
+            CreditAccount.objects.filter(user_id=locked.user_id).update(
+                held_micros=F("held_micros") - locked.amount_micros
+            )
+            if locked.limited_key_id:
                 from apikeys.models import ApiKey
 
-                ApiKey.objects.filter(pk=hold.limited_key_id).update(
-                    spend_held_micros=Greatest(Value(0), F("spend_held_micros") - hold.amount_micros)
+                ApiKey.objects.filter(pk=locked.limited_key_id).update(
+                    spend_held_micros=Greatest(Value(0), F("spend_held_micros") - locked.amount_micros)
                 )
-            hold.delete()
-            released += 1
+            locked.delete()
+            released.append({})
     return released

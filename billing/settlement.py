@@ -26,6 +26,9 @@ MAX_TOKENS_PER_CALL = 2**31 - 1
 MAX_STATUS = 599
 # A cost column is a bigint; no real call comes near this, a misconfigured price might.
 MAX_COST_MICROS = 2**62
+# The status recorded for a call whose worker died before settling it (found by its stopped
+# heartbeat): the call failed on our side, and is charged for what it had delivered.
+WORKER_LOST_STATUS = 500
 
 
 def believable_tokens(value: Any) -> int | None:
@@ -83,3 +86,26 @@ class Settlement:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Settlement:
         return cls(**{**data, "started_at": dt.datetime.fromisoformat(data["started_at"])})
+
+    def hold_record(self, *, slot_key: str = "", slot_member: str = "") -> dict[str, Any]:
+        """What the hold keeps of the call (`CreditHold.call`), so that whoever finds the hold
+        after its worker died can settle it (`recovered`) and free its concurrency slot."""
+        return {**self.to_json(), "slot_key": slot_key, "slot_member": slot_member}
+
+    @classmethod
+    def recovered(
+        cls, *, hold_id: int, call: dict[str, Any], prompt_tokens: int, completion_tokens: int, latency_ms: int
+    ) -> Settlement:
+        """The settlement of a call whose worker died: what it last reported delivering, charged."""
+        fields = {name: value for name, value in call.items() if name in cls.__dataclass_fields__}
+        return cls.from_json(
+            {
+                **fields,
+                "hold_id": hold_id,
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "charge": True,
+                "status_code": WORKER_LOST_STATUS,
+                "latency_ms": max(0, min(2**31 - 1, latency_ms)),
+            }
+        )

@@ -171,11 +171,16 @@ class ApiASGIHandler(LeanASGIHandler):
         if parts is None:
             return await super().send_response(response, send)
         headers = [(name.encode("ascii"), value.encode("latin1")) for name, value in response.items()]
-        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
-        async with contextlib.aclosing(parts):  # the relay's clean-up runs here, in this task
-            async for part in parts:
-                await send({"type": "http.response.body", "body": part, "more_body": True})
-        await send({"type": "http.response.body"})
+        try:
+            await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+            async with contextlib.aclosing(parts):  # the relay's clean-up runs here, in this task
+                async for part in parts:
+                    await send({"type": "http.response.body", "body": part, "more_body": True})
+            await send({"type": "http.response.body"})
+        finally:
+            # A stream that never started (the client left before its headers went out) was
+            # never settled by its relay: settle it here, for nothing.
+            await response.abandon()
         return None
 
 
@@ -263,15 +268,20 @@ class Router:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                from dosportal.v1.holds import get_keeper
                 from dosportal.v1.settler import get_settler
 
                 # Settlements a dead worker left in its spool are written by the next one to
-                # start, whether or not any call reaches it.
+                # start, whether or not any call reaches it; so are the holds it left.
                 get_settler().adopt()
+                get_keeper().start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                from dosportal.v1 import pool, settler, store
+                from dosportal.v1 import holds, pool, settler, store
 
+                keeper = holds.existing_keeper()
+                if keeper is not None:
+                    await keeper.close()
                 running = settler.existing_settler()
                 if running is not None:
                     await running.close()

@@ -105,6 +105,13 @@ limiter_fail_open_total = Counter(
     "dos_ai_limiter_fail_open", "Requests admitted without a rate-limit decision because Redis was unreachable."
 )
 settlement_retries_total = Counter("dos_ai_settlement_retries", "Settlements retried after a database failure.")
+written_off_total = Counter(
+    "dos_ai_written_off_micro_usd",
+    "Usage the upstream reported beyond a call's hold (its admitted upper bound), not charged, in micro-USD.",
+)
+recovered_holds_total = Counter(
+    "dos_ai_recovered_holds", "Holds of calls whose worker died, settled for what they had delivered."
+)
 metrics_scrapes_total = Counter("dos_ai_metrics_scrapes", "Requests to /metrics, by result.", ["result"])
 
 
@@ -375,6 +382,15 @@ def settlement_retry() -> None:
     _start_flusher()
     with _lock:
         _settlement_retries.amount += 1
+
+
+def written_off(micros: int) -> None:
+    """Rare (an image larger than DOS_AI_IMAGE_PART_TOKENS, an upstream that over-reports): written at once."""
+    written_off_total.inc(micros)
+
+
+def hold_recovered() -> None:
+    recovered_holds_total.inc()
 
 
 def _forget_dead_workers() -> None:

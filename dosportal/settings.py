@@ -284,6 +284,14 @@ if not DOS_AI_UPSTREAM_URL and not DOS_AI_ALLOW_DEV_MODEL:
 DOS_AI_DEV_MODEL_DELAY = envfloat("DOS_AI_DEV_MODEL_DELAY", 0.02, minimum=0)
 DOS_AI_MAX_REQUEST_BYTES = envint("DOS_AI_MAX_REQUEST_BYTES", 1024 * 1024, minimum=1)
 DOS_AI_DEFAULT_MAX_TOKENS = envint("DOS_AI_DEFAULT_MAX_TOKENS", 1024, minimum=1)
+# The prompt's upper bound at admission (dosportal.v1.tokens): what one image part counts, and
+# a chat template's fixed preamble.
+DOS_AI_IMAGE_PART_TOKENS = envint("DOS_AI_IMAGE_PART_TOKENS", 1_500, minimum=1)
+DOS_AI_PROMPT_OVERHEAD_TOKENS = envint("DOS_AI_PROMPT_OVERHEAD_TOKENS", 32, minimum=0)
+# Live holds (dosportal.v1.holds): how often a worker renews its calls' holds with what each has
+# delivered, and after how long without renewal a hold belongs to a dead worker and is settled.
+DOS_AI_HOLD_HEARTBEAT_SECONDS = envfloat("DOS_AI_HOLD_HEARTBEAT_SECONDS", 5.0, minimum=0.05)
+DOS_AI_HOLD_STALE_SECONDS = envfloat("DOS_AI_HOLD_STALE_SECONDS", 30.0, minimum=0.1)
 DOS_AI_RATE_WINDOW_SECONDS = envfloat("DOS_AI_RATE_WINDOW_SECONDS", 60.0, minimum=0.1)
 DOS_AI_PUBLIC_API_URL = envstr("DOS_AI_PUBLIC_API_URL").rstrip("/")
 DOS_AI_SIGNUP_CREDIT_USD = envdecimal("DOS_AI_SIGNUP_CREDIT_USD", "5.00")

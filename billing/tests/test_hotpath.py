@@ -19,7 +19,7 @@ from django.db.models import Sum
 from apikeys.models import ApiKey
 from apikeys.services import api_key_create, api_key_update
 from billing.models import CreditAccount, CreditHold, UsageRecord
-from billing.services import Refusal
+from billing.services import Refusal, Refused
 from billing.settlement import Settlement
 from dosportal.testing.settlements import call_settlement
 from dosportal.v1.store import Caller, OrmStore, PgStore, conninfo_from_settings
@@ -53,7 +53,8 @@ class Stores:
         result = self.run(
             lambda store: store.reserve(caller, amount_micros=amount, request_id=request_id, started_at=started_at)
         )
-        return result, request_id
+        self.last_refused = result if isinstance(result, Refused) else None
+        return (result.why if isinstance(result, Refused) else result), request_id
 
     def settle(self, caller: Caller, hold_id: int, request_id: str, charge: int, started_at: dt.datetime) -> None:
         settlement = _settlement(caller, hold_id, request_id, charge, started_at)
@@ -114,8 +115,24 @@ def test_the_limit_is_the_spend_plus_what_is_held(stores, limited):
     limited.refresh_from_db()
     assert (limited.spend_held_micros, limited.spend_spent_micros) == (0, 90)
     assert stores.reserve(caller, 11, DAY_1_LATE)[0] is Refusal.KEY_SPEND_LIMIT
+    assert stores.last_refused.left_micros == 10  # what the 402 says is left of the limit
     assert isinstance(stores.reserve(caller, 10, DAY_1_LATE)[0], int)
     assert CreditAccount.objects.get(user=limited.owner).held_micros == 10
+
+
+def test_a_charge_never_exceeds_the_hold_whatever_the_upstream_reports(stores, limited):
+    """The hold is what admission checked against the key's limit and the account's credit: an
+    upstream that reports more than it (an undercounted prompt) cannot take either past its limit."""
+    caller = caller_of(limited)
+    hold, request_id = stores.reserve(caller, 60, DAY_1_LATE)
+
+    stores.settle(caller, hold, request_id, 5_000, DAY_1_LATE)  # reported: 5,000 µ$ of usage
+
+    limited.refresh_from_db()
+    assert (limited.spend_held_micros, limited.spend_spent_micros) == (0, 60)
+    assert UsageRecord.objects.get(request_id=request_id).cost_micros == 60
+    account = CreditAccount.objects.get(user=limited.owner)
+    assert (account.balance_micros, account.held_micros) == (5_000_000 - 60, 0)
 
 
 def test_the_period_starts_again_at_midnight_utc(stores, limited):

@@ -156,16 +156,17 @@ def test_a_failed_upstream_call_is_recorded_but_not_charged(owner: User) -> None
     assert_consistent(owner)
 
 
-def test_a_charge_above_the_credit_stops_at_zero_and_never_takes_other_holds(owner: User) -> None:
+def test_a_charge_above_its_hold_stops_at_the_hold_and_never_takes_other_holds(owner: User) -> None:
+    """The hold is the call's admitted worst case: a report above it is not charged beyond it."""
     api_key = key_for(owner, "k")
     other_hold = credit_reserve(user_id=owner.pk, amount_micros=1_000_000, request_id="req_other")
     hold_id = credit_reserve(user_id=owner.pk, amount_micros=1_000, request_id="req_1")
 
     record = usage_settle(settlement=outcome(owner, api_key, "req_1", hold_id=hold_id, cost=9_000_000))
 
-    assert record.cost_micros == 4_000_000  # 5.00 balance − 1.00 held by the other request
+    assert record.cost_micros == 1_000
     account = account_of(owner)
-    assert (account.balance_micros, account.held_micros) == (1_000_000, 1_000_000)
+    assert (account.balance_micros, account.held_micros) == (4_999_000, 1_000_000)
     assert other_hold is not None
     assert_consistent(owner)
 

@@ -70,13 +70,21 @@ def request_too_large(limit: int) -> ApiError:
     )
 
 
-def insufficient_balance() -> ApiError:
-    return ApiError(
-        402,
-        "Insufficient credit balance. Add credit to your account to continue.",
-        "billing_error",
-        "insufficient_balance",
-    )
+def _usd(micros: int) -> str:
+    from billing.money import exact_places, format_usd
+
+    return format_usd(max(0, micros), exact_places(max(0, micros)))
+
+
+def insufficient_balance(worst_case_micros: int | None = None, available_micros: int | None = None) -> ApiError:
+    """Refused because the account's available credit cannot cover the request's worst case."""
+    message = "Insufficient credit balance. Add credit to your account to continue."
+    if worst_case_micros is not None and available_micros is not None and available_micros > 0:
+        message = (
+            f"This request may cost up to {_usd(worst_case_micros)}, and {_usd(available_micros)} of credit is "
+            "available. Lower max_tokens (or shorten the prompt), or add credit to your account."
+        )
+    return ApiError(402, message, "billing_error", "insufficient_balance")
 
 
 def upstream_unavailable(
@@ -184,13 +192,27 @@ def concurrency_limit_exceeded(limit: int) -> ApiError:
     )
 
 
-def key_spend_limit_exceeded(limit_micros: int, period: str, resets_at: dt.datetime | None) -> ApiError:
-    from billing.money import exact_places, format_usd
-
-    amount = format_usd(limit_micros, exact_places(limit_micros))
-    if resets_at is None:
+def key_spend_limit_exceeded(
+    limit_micros: int,
+    period: str,
+    resets_at: dt.datetime | None,
+    *,
+    worst_case_micros: int | None = None,
+    left_micros: int | None = None,
+) -> ApiError:
+    """Refused by the key's own spend limit: reached, or too little of it left for this request's
+    worst case (the message then says both, so a developer knows to lower max_tokens)."""
+    amount = _usd(limit_micros)
+    per = {"day": "daily", "week": "weekly", "month": "monthly"}.get(period, period) if resets_at else "total"
+    resets = f"it resets at {_utc(resets_at)}" if resets_at is not None else "it does not reset"
+    if worst_case_micros is not None and left_micros is not None and left_micros > 0:
+        message = (
+            f"This request may cost up to {_usd(worst_case_micros)}; {_usd(left_micros)} of this API key's {per} "
+            f"spend limit of {amount} is left ({resets}). Lower max_tokens (or shorten the prompt), "
+            "or raise the key's limit."
+        )
+    elif resets_at is None:
         message = f"This API key has reached its total spend limit of {amount}; it does not reset."
     else:
-        per = {"day": "daily", "week": "weekly", "month": "monthly"}.get(period, period)
-        message = f"This API key has reached its {per} spend limit of {amount}; it resets at {_utc(resets_at)}."
+        message = f"This API key has reached its {per} spend limit of {amount}; {resets}."
     return ApiError(402, message, "billing_error", "key_spend_limit_exceeded", headers={"x-should-retry": "false"})

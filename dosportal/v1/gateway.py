@@ -33,7 +33,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,16 +41,17 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 
 from apikeys.keys import hash_key, is_well_formed
 from apikeys.limits import ip_allowed, model_allowed, period_end
-from billing.services import Refusal
+from billing.services import Refusal, Refused
 from billing.settlement import MAX_COST_MICROS, Settlement, believable_tokens
 from dosportal import metrics
 from dosportal.clientip import client_ip
 from dosportal.logfilters import log_api_call
 from dosportal.v1 import errors, ratelimit, responses
 from dosportal.v1.errors import ApiError
+from dosportal.v1.holds import get_keeper
 from dosportal.v1.pool import upstream_for
 from dosportal.v1.settler import get_settler
-from dosportal.v1.store import Caller, ModelRow, get_store
+from dosportal.v1.store import Caller, ModelRow, StoreUnavailable, get_store
 from dosportal.v1.tokens import estimate_text_tokens
 from dosportal.v1.upstream import UpstreamStream, UpstreamStreamError
 from dosportal.v1.validation import ParsedRequest, lookup_name, read_json_body
@@ -204,18 +205,28 @@ async def get_model(call: ApiCall, name: str) -> ModelRow:
 
 @dataclass
 class Metered:
-    """An admitted call: who, what, and the credit held for it."""
+    """An admitted call: who, what, and the credit held for it.
+
+    From the moment its hold is written until it is settled, a call is in exactly one of
+    these hands, each of which settles it however it ends (an answer, an error, a cancellation):
+    `proxy`'s `released_on_failure` block, the stream relay (`_metered`), or — for a stream
+    whose response was never started — `abandon`. The worker's `HoldKeeper` renews the hold
+    meanwhile with what the call has delivered, and a worker that dies leaves it to be settled
+    for that (dosportal.v1.holds)."""
 
     call: ApiCall
     endpoint: str
     caller: Caller
     model: ModelRow
     parsed: ParsedRequest
-    hold_id: int
+    held_micros: int  # the call's worst case: what admission checked and the hold holds
+    hold_id: int = 0
     limits: ratelimit.Decision | None = None  # holds the call's slot under the key's concurrency cap
     slot_keeper: asyncio.Task | None = None
     error_code: str = ""  # the code of the error the client saw, if any
     first_byte: float | None = None  # monotonic time the first streamed bytes were handed on
+    meter: _Meter | None = None  # what a stream has delivered so far
+    settled: bool = False
 
     def settlement(self, status: int, prompt_tokens: int, completion_tokens: int, *, charge: bool) -> Settlement:
         return Settlement(
@@ -237,9 +248,30 @@ class Metered:
             started_at=self.call.started_at,
         )
 
+    def hold_record(self) -> dict[str, Any]:
+        slot_key, slot_member = ratelimit.slot_location(self.caller.key_id, self.limits)
+        return self.settlement(0, 0, 0, charge=True).hold_record(slot_key=slot_key, slot_member=slot_member)
+
+    def progress(self) -> tuple[int, int]:
+        """(prompt, completion) tokens delivered so far, as the hold's heartbeat reports them: a
+        stream's usage if the upstream sent it, else the prompt's estimate and the delivered
+        text's once anything reached the client; nothing for an answer not yet sent."""
+        meter = self.meter
+        if meter is None:
+            return 0, 0
+        if meter.usage is not None:
+            return meter.usage
+        if not meter.delivered:
+            return 0, 0
+        return self.parsed.prompt_estimate, meter.delivered.tokens()
+
     async def settle(self, status: int, prompt_tokens: int = 0, completion_tokens: int = 0, *, charge: bool) -> None:
         """Charge (or only release the hold) exactly once; survives the caller being cancelled
         and the database being away (dosportal.v1.settler). Then the call's metrics and log line."""
+        if self.settled:
+            return
+        self.settled = True
+        get_keeper().forget(self.hold_id)
         settlement = self.settlement(status, prompt_tokens, completion_tokens, charge=charge)
         task = asyncio.ensure_future(get_settler().settle(settlement))
         try:
@@ -251,8 +283,31 @@ class Metered:
             await self.release_slot()
             self.report(settlement)
 
+    async def abandon(self, stream: UpstreamStream | None = None) -> None:
+        """A stream response that was never started (the client left before its first byte was
+        sent): nothing was delivered, nothing is charged. A no-op once the call is settled."""
+        if self.settled:
+            return
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(asyncio.ensure_future(stream.aclose()))
+        self.error_code = "client_closed"
+        await self.settle(CLIENT_CLOSED, charge=False)
+
     def report(self, settlement: Settlement) -> None:
         ttft = self.first_byte - self.call.started if self.first_byte is not None else None
+        charged = min(settlement.cost_micros, self.held_micros)
+        if settlement.cost_micros > charged:
+            metrics.written_off(settlement.cost_micros - charged)
+            logger.warning(
+                "%s: the upstream reported %d + %d tokens, more than the hold of %d µUSD covers; "
+                "%d µUSD written off (raise DOS_AI_IMAGE_PART_TOKENS if it had images)",
+                self.call.request_id,
+                settlement.prompt_tokens,
+                settlement.completion_tokens,
+                self.held_micros,
+                settlement.cost_micros - charged,
+            )
         metrics.call_finished(
             endpoint=self.endpoint,
             model=self.model.name,
@@ -262,7 +317,7 @@ class Metered:
             ttft_s=ttft,
             prompt_tokens=settlement.prompt_tokens,
             completion_tokens=settlement.completion_tokens,
-            charged_micros=settlement.cost_micros,
+            charged_micros=charged,
         )
         log_api_call(
             logger,
@@ -277,7 +332,7 @@ class Metered:
             latency_ms=settlement.latency_ms,
             prompt_tokens=settlement.prompt_tokens,
             completion_tokens=settlement.completion_tokens,
-            charged_micros=settlement.cost_micros,
+            charged_micros=charged,
             stream=self.parsed.stream,
             ttft_ms=int(ttft * 1000) if ttft is not None else None,
         )
@@ -333,30 +388,148 @@ def _usage_numbers(
     return prompt, completion
 
 
-def _completion_text(payload: dict[str, Any]) -> str:
-    texts = []
-    for choice in payload.get("choices") or []:
+# What a choice's message (or a stream's delta) generated besides `content`: every one of them
+# was produced by the upstream and relayed, so each counts as delivered. Logprobs are not
+# counted: they describe the tokens of `content`, which are counted already.
+_GENERATED_TEXT_FIELDS = ("content", "refusal", "reasoning_content", "reasoning")
+
+
+def _message_texts(message: dict[str, Any], texts: list[str]) -> None:
+    for field_name in _GENERATED_TEXT_FIELDS:
+        value = message.get(field_name)
+        if isinstance(value, str):
+            texts.append(value)
+        elif isinstance(value, list):  # content as parts
+            texts.extend(part["text"] for part in value if isinstance(part, dict) and isinstance(part.get("text"), str))
+    calls = message.get("tool_calls")
+    for call in calls if isinstance(calls, list) else ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
+            texts.extend(function[name] for name in ("name", "arguments") if isinstance(function.get(name), str))
+    legacy = message.get("function_call")
+    if isinstance(legacy, dict):
+        texts.extend(legacy[name] for name in ("name", "arguments") if isinstance(legacy.get(name), str))
+
+
+def _completion_text(payload: Any) -> str:
+    """Everything a chat or text completion (or one streamed chunk of one) generated."""
+    texts: list[str] = []
+    choices = payload.get("choices") if isinstance(payload, dict) else None
+    for choice in choices if isinstance(choices, list) else ():
         if not isinstance(choice, dict):
             continue
-        message = choice.get("message") or choice.get("delta") or {}
-        if isinstance(message, dict) and isinstance(message.get("content"), str):
-            texts.append(message["content"])
+        for holder in ("message", "delta"):
+            if isinstance(choice.get(holder), dict):
+                _message_texts(choice[holder], texts)
         if isinstance(choice.get("text"), str):
             texts.append(choice["text"])
     return "".join(texts)
 
 
 def _finished(chunk: dict[str, Any]) -> bool:
-    return any(isinstance(choice, dict) and choice.get("finish_reason") for choice in chunk.get("choices") or [])
+    choices = chunk.get("choices")
+    return isinstance(choices, list) and any(
+        isinstance(choice, dict) and choice.get("finish_reason") for choice in choices
+    )
 
 
-async def proxy(call: ApiCall, *, endpoint: str, kind: str, parse: Callable[[dict], ParsedRequest]) -> HttpResponse:
+def _malformed() -> ApiError:
+    return errors.upstream_unavailable("The inference server's answer was malformed.")
+
+
+def _answer_usage(metered: Metered, payload: Any) -> tuple[int, int]:
+    """What a (non-streamed) answer costs: the upstream's usage, else the estimate of what it
+    delivered. An answer that is not the endpoint's shape is the upstream's failure: 502."""
+    if not isinstance(payload, dict):
+        raise _malformed()
+    if metered.parsed.api == "responses":
+        if not isinstance(payload.get("output", []), list):
+            raise _malformed()
+        counted = _usage_numbers(responses.usage_fields(payload), "input_tokens", "output_tokens")
+        text = responses.output_text(payload)
+    elif metered.endpoint == "embeddings":
+        if not isinstance(payload.get("data"), list):
+            raise _malformed()
+        counted = _usage_numbers(payload.get("usage"), "prompt_tokens", "completion_tokens")
+        text = ""
+    else:
+        choices = payload.get("choices")
+        if not isinstance(choices, list) or not all(isinstance(choice, dict) for choice in choices):
+            raise _malformed()
+        counted = _usage_numbers(payload.get("usage"))
+        text = _completion_text(payload)
+    return counted or (metered.parsed.prompt_estimate, estimate_text_tokens(text))
+
+
+async def _reserve(metered: Metered) -> int | Refused:
+    """Write the call's hold. The statement is not abandoned half-way: if the client leaves
+    meanwhile it finishes, and what it held is released. A lost acknowledgement (the connection
+    broke after the statement was sent) may have left a hold: it is looked for and released,
+    and if the database cannot say, the hold is never renewed and the next pass over stale
+    holds settles it for nothing (dosportal.v1.holds)."""
+    call = metered.call
+    task = asyncio.ensure_future(
+        get_store().reserve(
+            metered.caller,
+            amount_micros=metered.held_micros,
+            request_id=call.request_id,
+            started_at=call.started_at,
+            call=metered.hold_record(),
+        )
+    )
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            reserved = await task
+            if isinstance(reserved, int):
+                metered.hold_id = reserved
+                await metered.abandon()
+        raise
+    except StoreUnavailable as error:
+        if error.maybe_ran:
+            _background(_release_lost(metered))
+        raise
+
+
+async def _release_lost(metered: Metered) -> None:
+    with contextlib.suppress(Exception):
+        hold_id = await get_store().hold_for(metered.call.request_id)
+        if hold_id is not None:
+            metered.hold_id = hold_id
+            metered.error_code = "service_unavailable"
+            await metered.settle(503, charge=False)
+
+
+_background_tasks: set[asyncio.Task] = set()
+
+
+def _background(coroutine: Any) -> None:
+    task = asyncio.ensure_future(coroutine)
+    _background_tasks.add(task)  # held: the loop keeps only weak references
+    task.add_done_callback(_background_tasks.discard)
+
+
+def _refused(metered: Metered, refused: Refused) -> ApiError:
+    caller, worst_case = metered.caller, metered.held_micros
+    if refused.why is Refusal.KEY_SPEND_LIMIT:
+        return errors.key_spend_limit_exceeded(
+            caller.spend_limit_micros or 0,
+            caller.spend_period,
+            period_end(caller.spend_period, metered.call.started_at),
+            worst_case_micros=worst_case,
+            left_micros=refused.left_micros,
+        )
+    return errors.insufficient_balance(worst_case, refused.left_micros)
+
+
+async def proxy(call: ApiCall, *, endpoint: str, kind: str, parse: Callable[..., ParsedRequest]) -> HttpResponse:
     # The body is read and checked first, but its errors are answered after the key's:
     # a request without a valid key learns nothing about its body.
     parsed: ParsedRequest | None = None
     body_error: ApiError | None = None
     try:
-        parsed = parse(read_json_body(call.request))
+        parsed = parse(read_json_body(call.request), call.request.body)
     except ApiError as error:
         body_error = error
     caller, model, _ = await authenticate(call, model=lookup_name(parsed.model) if parsed else None)
@@ -368,55 +541,43 @@ async def proxy(call: ApiCall, *, endpoint: str, kind: str, parse: Callable[[dic
         raise errors.bad_request(f"The model '{model.name}' does not support /v1/{endpoint}.", "invalid_value")
     check_model_allowed(caller, model)
 
-    token_cost = parsed.prompt_tokens + parsed.completion_tokens
-    decision = await admit(call, caller, token_cost=token_cost, in_flight=True)
+    # Admission counts the worst case (the prompt's upper bound and the whole completion
+    # budget), and the hold is that worst case's price: the charge never exceeds it.
+    decision = await admit(call, caller, token_cost=parsed.token_cost, in_flight=True)
     worst_case = min(
-        MAX_COST_MICROS, model.price(prompt_tokens=parsed.prompt_tokens, completion_tokens=parsed.completion_tokens)
+        MAX_COST_MICROS, model.price(prompt_tokens=parsed.prompt_bound, completion_tokens=parsed.completion_tokens)
     )
-    reserved = await get_store().reserve(
-        caller, amount_micros=worst_case, request_id=call.request_id, started_at=call.started_at
-    )
-    if isinstance(reserved, Refusal):
+    metered = Metered(call, endpoint, caller, model, parsed, held_micros=worst_case, limits=decision)
+    reserved = await _reserve(metered)
+    if isinstance(reserved, Refused):
         await ratelimit.release(caller.key_id, decision)  # a refused request consumes nothing
         call.limits = None  # the response's headers then show the window without this request
-        if reserved is Refusal.KEY_SPEND_LIMIT:
-            raise errors.key_spend_limit_exceeded(
-                caller.spend_limit_micros or 0, caller.spend_period, period_end(caller.spend_period, call.started_at)
-            )
-        raise errors.insufficient_balance()
+        raise _refused(metered, reserved)
 
-    metered = Metered(call, endpoint, caller, model, parsed, hold_id=reserved, limits=decision)
+    # From here until the call is settled, every way out settles it.
+    metered.hold_id = reserved
+    get_keeper().track(reserved, metered)
     metered.slot_keeper = ratelimit.keep_slot(caller.key_id, decision, metered)
     call.metered = True
     upstream_body = {**parsed.body, "model": model.upstream_name}
-    upstream = await upstream_for(model.id)
-    if not parsed.stream:
-        return await _complete(metered, upstream, upstream_body)
-    if parsed.api != "responses":
+    if parsed.stream and parsed.api != "responses":
         upstream_body["stream_options"] = {**(parsed.body.get("stream_options") or {}), "include_usage": True}
     async with metered.released_on_failure():
-        stream = await upstream.open_stream(endpoint, upstream_body)
+        upstream = await upstream_for(model.id)
+        if not parsed.stream:
+            payload = await upstream.request(endpoint, upstream_body)
+            counted = _answer_usage(metered, payload)
+        else:
+            stream = await upstream.open_stream(endpoint, upstream_body)
+    if not parsed.stream:
+        payload["model"] = model.name
+        await metered.settle(200, *counted, charge=True)
+        return JsonResponse(payload)
     relay = _relay_responses if parsed.api == "responses" else _relay
-    response = EventStream(relay(metered, stream))
+    response = EventStream(relay(metered, stream), abandon=lambda: metered.abandon(stream))
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # tell nginx-style proxies not to buffer the stream
     return response
-
-
-async def _complete(metered: Metered, upstream: Any, upstream_body: dict[str, Any]) -> HttpResponse:
-    async with metered.released_on_failure():
-        payload = await upstream.request(metered.endpoint, upstream_body)
-    if metered.parsed.api == "responses":
-        counted = _usage_numbers(responses.usage_fields(payload), "input_tokens", "output_tokens")
-        text = responses.output_text(payload)
-    else:
-        counted = _usage_numbers(payload.get("usage"))
-        text = _completion_text(payload)
-    if counted is None:
-        counted = (metered.parsed.prompt_tokens, estimate_text_tokens(text))
-    payload["model"] = metered.model.name
-    await metered.settle(200, *counted, charge=True)
-    return JsonResponse(payload)
 
 
 class EventStream(StreamingHttpResponse):
@@ -426,9 +587,15 @@ class EventStream(StreamingHttpResponse):
     part, without StreamingHttpResponse's own wrapping (two more async generators and a
     re-chunking per part); anything else (WSGI, the test client) iterates it as usual."""
 
-    def __init__(self, parts: AsyncIterator[bytes]):
+    def __init__(self, parts: AsyncIterator[bytes], abandon: Callable[[], Awaitable[None]] | None = None):
         super().__init__(parts, content_type="text/event-stream")
         self.parts = parts
+        self._abandon = abandon
+
+    async def abandon(self) -> None:
+        """Settle the call if its stream was never started (a no-op once the relay has settled it)."""
+        if self._abandon is not None:
+            await self._abandon()
 
 
 def _sse(payload: Any) -> bytes:
@@ -443,19 +610,33 @@ _FINISHED = re.compile(rb'"finish_reason"\s*:\s*"')
 
 
 class _Delivered:
-    """What reached the client, kept cheaply: raw chunks are parsed only if the upstream never
-    sends usage and the delivered text has to be estimated."""
+    """What reached the client, kept cheaply: raw chunks are parsed only when the delivered text
+    has to be estimated (the upstream sent no usage, or a heartbeat reports progress), each
+    chunk once. A chunk that cannot be parsed counts as no text, never as an error: the
+    settlement must not fail on what the upstream sent."""
 
     def __init__(self, text_of_raw: Callable[[bytes], str] = lambda raw: _completion_text(json.loads(raw))) -> None:
         self.raw: list[bytes] = []
         self.texts: list[str] = []
         self.text_of_raw = text_of_raw
+        self.parsed: list[str] = []  # the text of raw[:raw_parsed]
+        self.raw_parsed = 0
 
     def __bool__(self) -> bool:
         return bool(self.raw or self.texts)
 
+    def _parse_new(self) -> None:
+        for raw in self.raw[self.raw_parsed :]:
+            with contextlib.suppress(ValueError, TypeError, AttributeError, KeyError):
+                self.parsed.append(self.text_of_raw(raw))
+        self.raw_parsed = len(self.raw)
+
     def text(self) -> str:
-        return "".join(self.texts) + "".join(self.text_of_raw(raw) for raw in self.raw)
+        self._parse_new()
+        return "".join(self.texts) + "".join(self.parsed)
+
+    def tokens(self) -> int:
+        return estimate_text_tokens(self.text())
 
 
 def _model_renamer(metered: Metered) -> Callable[[bytes], bytes]:
@@ -552,7 +733,7 @@ def _relay(metered: Metered, stream: UpstreamStream) -> AsyncIterator[bytes]:
     """Chat and text completions: ordinary chunks pass through as bytes (model name rewritten,
     finish reason spotted); only chunks that carry usage, or do not look like a JSON object,
     are parsed. Ends with [DONE]."""
-    meter = _Meter(_Delivered())
+    meter = metered.meter = _Meter(_Delivered())
     return _metered(metered, stream, _converted(stream, _completion_chunk(metered, meter)), meter,
                     done=b"data: [DONE]\n\n", error_event=_error_event)  # fmt: skip
 
@@ -597,7 +778,7 @@ def _responses_error_event(error: ApiError) -> bytes:
 def _relay_responses(metered: Metered, stream: UpstreamStream) -> AsyncIterator[bytes]:
     """The Responses API's typed events: usage from the final `response.completed`, the text
     from `response.output_text.delta`, each event with its `event:` line, no [DONE]."""
-    meter = _Meter(_Delivered(responses.delta_text))
+    meter = metered.meter = _Meter(_Delivered(responses.delta_text))
     return _metered(metered, stream, _converted(stream, _response_event(metered, meter)), meter, done=b"",
                     error_event=_responses_error_event)  # fmt: skip
 
@@ -633,10 +814,7 @@ async def _finish(metered: Metered, stream: UpstreamStream, status: int, meter: 
         await asyncio.shield(asyncio.ensure_future(stream.aclose()))
     except Exception as error:  # noqa: BLE001 - closing a broken upstream connection may fail
         logger.debug("closing upstream stream: %r", error)
-    usage, delivered = meter.usage, meter.delivered
-    if usage is None:
-        usage = (metered.parsed.prompt_tokens if delivered else 0, estimate_text_tokens(delivered.text()))
-    await metered.settle(status, *usage, charge=True)
+    await metered.settle(status, *metered.progress(), charge=True)
 
 
-__all__ = ["ApiCall", "get_model", "list_models", "proxy", "rate_limit_headers"]
+__all__ = ["ApiCall", "EventStream", "get_model", "list_models", "proxy", "rate_limit_headers"]

@@ -282,6 +282,10 @@ class RedisLimiter:
     async def release_slot(self, key_id: int, entry: str) -> None:
         await self.redis.zrem(self._keys(key_id)[3], entry.split("|")[0])
 
+    def slot_location(self, key_id: int, entry: str) -> tuple[str, str]:
+        """(Redis key, member) of a call's concurrency slot, for whoever settles it if its worker dies."""
+        return self._keys(key_id)[3], entry.split("|")[0]
+
     async def refresh_slot(self, key_id: int, entry: str) -> None:
         await self.refresh_slot_script(keys=[self._keys(key_id)[3]], args=[entry.split("|")[0], self.lease_ms])
 
@@ -441,6 +445,26 @@ async def release_slot(key_id: int, decision: Decision | None) -> None:
         await get_limiter().release_slot(key_id, decision.entry)
     except Exception as error:  # noqa: BLE001 - the slot's lease ends it anyway
         logger.warning("could not release a concurrency slot (its lease will): %r", error)
+
+
+def slot_location(key_id: int, decision: Decision | None) -> tuple[str, str]:
+    """Where the call's concurrency slot lives in Redis; ("", "") with no slot, or without Redis
+    (an in-memory slot dies with its worker)."""
+    limiter = get_limiter()
+    if decision is None or not decision.slot or not isinstance(limiter, RedisLimiter):
+        return "", ""
+    return limiter.slot_location(key_id, decision.entry)
+
+
+async def free_slot(slot_key: str, member: str) -> None:
+    """Free the slot of a call whose worker died (see dosportal.v1.holds)."""
+    limiter = get_limiter()
+    if not slot_key or not isinstance(limiter, RedisLimiter):
+        return
+    try:
+        await limiter.redis.zrem(slot_key, member)
+    except (redis.exceptions.RedisError, OSError) as error:  # its lease ends it anyway
+        logger.warning("could not free a dead call's concurrency slot: %r", error)
 
 
 def keep_slot(key_id: int, decision: Decision | None, owner: object) -> asyncio.Task | None:

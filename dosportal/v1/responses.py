@@ -23,22 +23,36 @@ def usage_fields(payload: dict[str, Any]) -> Any:
     return response.get("usage")
 
 
+# Within an output item, what the model generated: message and reasoning text, refusals,
+# function-call arguments (and names), custom tool input.
+_GENERATED = ("text", "refusal", "arguments", "name", "input")
+
+
 def output_text(payload: dict[str, Any]) -> str:
-    """The text a (non-streamed) response delivered."""
-    texts = []
-    for item in payload.get("output") or []:
+    """Everything a (non-streamed) response generated: text, reasoning, refusals, tool calls."""
+    texts: list[str] = []
+    output = payload.get("output")
+    for item in output if isinstance(output, list) else ():
         if not isinstance(item, dict):
             continue
-        for part in item.get("content") or []:
-            if isinstance(part, dict) and isinstance(part.get("text"), str):
-                texts.append(part["text"])
+        texts.extend(item[name] for name in ("arguments", "input") if isinstance(item.get(name), str))
+        for holder in ("content", "summary"):
+            parts = item.get(holder)
+            for part in parts if isinstance(parts, list) else ():
+                if isinstance(part, dict):
+                    texts.extend(part[name] for name in _GENERATED if isinstance(part.get(name), str))
     return "".join(texts)
 
 
 def delta_text(raw: bytes) -> str:
-    """The text of one streamed event, if it is a text delta."""
+    """The generated text one streamed event carries: every `*.delta` event (output text,
+    reasoning text and summaries, refusals, function-call arguments), but not audio, whose
+    delta is base64 data rather than text."""
     event = json.loads(raw)
-    if isinstance(event, dict) and event.get("type") == "response.output_text.delta":
+    if not isinstance(event, dict):
+        return ""
+    kind = event.get("type")
+    if isinstance(kind, str) and kind.endswith(".delta") and kind != "response.audio.delta":
         delta = event.get("delta")
         return delta if isinstance(delta, str) else ""
     return ""

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -45,7 +46,7 @@ from apikeys.models import ApiKey
 from billing import hotpath
 from billing.models import ServedModel, UpstreamEndpoint
 from billing.money import PricedPerMillion
-from billing.services import Refusal
+from billing.services import Refusal, Refused
 from billing.settlement import Settlement
 from dosportal.v1.loops import PerEventLoop
 
@@ -60,7 +61,14 @@ LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
 
 
 class StoreUnavailable(Exception):
-    """The database cannot be reached (or just could not be): answer 503, write nothing."""
+    """The database cannot be reached (or just could not be): answer 503, write nothing.
+
+    `maybe_ran`: the statement was sent before the connection failed, so it may have been
+    committed (a lost acknowledgement) — a reservation then has to be looked for and released."""
+
+    def __init__(self, message: str = "", *, maybe_ran: bool = False):
+        super().__init__(message)
+        self.maybe_ran = maybe_ran
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,14 +151,31 @@ class Lookup:
 EndpointCatalogue = dict[int, list[tuple[str, str, int]]]  # model id → [(base URL, API key, weight)]
 
 
+@dataclass(frozen=True, slots=True)
+class StaleHold:
+    """A hold whose worker stopped renewing it: what its call had delivered by then."""
+
+    hold_id: int
+    call: dict[str, Any] | None
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: int
+
+
 class Store(Protocol):
     async def lookup(self, hashed_key: str, *, model: str | None = None, catalogue: bool = False) -> Lookup: ...
 
     async def reserve(
-        self, caller: Caller, *, amount_micros: int, request_id: str, started_at: dt.datetime
-    ) -> int | Refusal: ...
+        self, caller: Caller, *, amount_micros: int, request_id: str, started_at: dt.datetime, call: dict | None = None
+    ) -> int | Refused: ...
 
     async def touch(self, caller: Caller) -> None: ...
+
+    async def hold_for(self, request_id: str) -> int | None: ...
+
+    async def heartbeat(self, progress: list[tuple[int, int, int]]) -> None: ...
+
+    async def stale_holds(self, stale_seconds: float, limit: int) -> list[StaleHold]: ...
 
     async def settle(self, settlement: Settlement) -> None: ...
 
@@ -371,7 +396,7 @@ class PgStore:
             raise StoreUnavailable(str(error)) from error  # busy, not down: only this call fails
         except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as error:
             self._trip(error)
-            raise StoreUnavailable(str(error)) from error
+            raise StoreUnavailable(str(error), maybe_ran=True) from error
         finally:
             if probe:
                 self.probing = False
@@ -396,8 +421,8 @@ class PgStore:
         return Lookup(caller, found, [ModelRow(*model_row) for model_row in rows])
 
     async def reserve(
-        self, caller: Caller, *, amount_micros: int, request_id: str, started_at: dt.datetime
-    ) -> int | Refusal:
+        self, caller: Caller, *, amount_micros: int, request_id: str, started_at: dt.datetime, call: dict | None = None
+    ) -> int | Refused:
         params = hotpath.reserve_params(
             user_id=caller.owner_id,
             key_id=caller.key_id,
@@ -405,15 +430,34 @@ class PgStore:
             request_id=request_id,
             touch=caller.last_used_is_stale(dt.datetime.now(dt.UTC)),
             spend_period_start=caller.spend_period_start(started_at),
+            call=json.dumps(call, separators=(",", ":")) if call is not None else None,
         )
-        hold_id, key_ok = await self._execute(hotpath.RESERVE_SQL, params)
+        hold_id, key_ok, key_left, available = await self._execute(hotpath.RESERVE_SQL, params)
         if hold_id is not None:
             return hold_id
-        return Refusal.BALANCE if key_ok else Refusal.KEY_SPEND_LIMIT
+        if key_ok:
+            return Refused(Refusal.BALANCE, available or 0)
+        return Refused(Refusal.KEY_SPEND_LIMIT, key_left or 0)
 
     async def touch(self, caller: Caller) -> None:
         if caller.last_used_is_stale(dt.datetime.now(dt.UTC)):
             await self._execute(_TOUCH_SQL, {"key_id": caller.key_id}, fetch="none")
+
+    async def hold_for(self, request_id: str) -> int | None:
+        row = await self._execute(hotpath.HOLD_BY_REQUEST_SQL, {"request_id": request_id})
+        return row[0] if row else None
+
+    async def heartbeat(self, progress: list[tuple[int, int, int]]) -> None:
+        ids, prompt, completion = (list(column) for column in zip(*progress, strict=True))
+        await self._execute(
+            hotpath.HEARTBEAT_SQL, {"ids": ids, "prompt": prompt, "completion": completion}, fetch="none"
+        )
+
+    async def stale_holds(self, stale_seconds: float, limit: int) -> list[StaleHold]:
+        rows = await self._execute(
+            hotpath.STALE_HOLDS_SQL, {"stale_seconds": stale_seconds, "limit": limit}, fetch="all"
+        )
+        return [StaleHold(*row) for row in rows]
 
     async def settle(self, settlement: Settlement) -> None:
         """Written with whatever other settlements arrive while one batch is being written
@@ -504,25 +548,77 @@ class OrmStore:
 
     @staticmethod
     @_in_thread
-    def _reserve(caller: Caller, amount_micros: int, request_id: str, started_at: dt.datetime) -> int | Refusal:
+    def _reserve(
+        caller: Caller, amount_micros: int, request_id: str, started_at: dt.datetime, call: dict | None
+    ) -> int | Refused:
         from apikeys.services import api_key_mark_used
-        from billing.services import credit_reserve_for_key
+        from billing.services import credit_left, credit_reserve_for_key
 
+        period_start = caller.spend_period_start(started_at)
         hold_id = credit_reserve_for_key(
             user_id=caller.owner_id,
             amount_micros=amount_micros,
             request_id=request_id,
             api_key_id=caller.key_id,
-            spend_period_start=caller.spend_period_start(started_at),
+            spend_period_start=period_start,
+            call=call,
         )
-        if not isinstance(hold_id, Refusal):
-            api_key_mark_used(api_key_id=caller.key_id, last_used_at=caller.last_used_at)
+        if isinstance(hold_id, Refusal):
+            left = credit_left(
+                why=hold_id, user_id=caller.owner_id, api_key_id=caller.key_id, spend_period_start=period_start
+            )
+            return Refused(hold_id, left)
+        api_key_mark_used(api_key_id=caller.key_id, last_used_at=caller.last_used_at)
         return hold_id
 
     async def reserve(
-        self, caller: Caller, *, amount_micros: int, request_id: str, started_at: dt.datetime
-    ) -> int | Refusal:
-        return await self._reserve(caller, amount_micros, request_id, started_at)
+        self, caller: Caller, *, amount_micros: int, request_id: str, started_at: dt.datetime, call: dict | None = None
+    ) -> int | Refused:
+        return await self._reserve(caller, amount_micros, request_id, started_at, call)
+
+    @staticmethod
+    @_in_thread
+    def _hold_for(request_id: str) -> int | None:
+        from billing.models import CreditHold
+
+        return CreditHold.objects.filter(request_id=request_id).values_list("pk", flat=True).first()
+
+    async def hold_for(self, request_id: str) -> int | None:
+        return await self._hold_for(request_id)
+
+    @staticmethod
+    @_in_thread
+    def _heartbeat(progress: list[tuple[int, int, int]]) -> None:
+        from billing.services import credit_holds_heartbeat
+
+        credit_holds_heartbeat(progress=progress)
+
+    async def heartbeat(self, progress: list[tuple[int, int, int]]) -> None:
+        await self._heartbeat(progress)
+
+    @staticmethod
+    @_in_thread
+    def _stale_holds(stale_seconds: float, limit: int) -> list[StaleHold]:
+        from django.db.models.functions import Coalesce
+        from django.utils import timezone
+
+        from billing.models import CreditHold
+
+        cutoff = timezone.now() - dt.timedelta(seconds=stale_seconds)
+        holds = CreditHold.objects.annotate(seen=Coalesce("heartbeat_at", "created_at")).filter(seen__lt=cutoff)
+        return [
+            StaleHold(
+                hold.pk,
+                hold.call,
+                hold.delivered_prompt_tokens,
+                hold.delivered_completion_tokens,
+                int((hold.seen - hold.created_at).total_seconds() * 1000),
+            )
+            for hold in holds.order_by("pk")[:limit]
+        ]
+
+    async def stale_holds(self, stale_seconds: float, limit: int) -> list[StaleHold]:
+        return await self._stale_holds(stale_seconds, limit)
 
     @staticmethod
     @_in_thread

@@ -27,6 +27,7 @@ from dosportal.v1.tokens import (
     estimate_json_tokens,
     estimate_request_extras,
     estimate_text_tokens,
+    prompt_bound,
 )
 
 MAX_CHOICES = 128
@@ -43,9 +44,15 @@ class ParsedRequest:
     model: str
     stream: bool
     client_wants_usage: bool
-    prompt_tokens: int  # estimated
-    completion_tokens: int  # the most the response may contain (max_tokens × n)
+    prompt_bound: int  # the most prompt tokens the upstream can report (admission, the hold)
+    completion_tokens: int  # the most the response may contain (max_tokens × n × prompts)
+    prompt_estimate: int = 0  # charged for the prompt when the upstream reports no usage
     api: str = "completions"  # "responses" for /v1/responses: its usage fields and events differ
+
+    @property
+    def token_cost(self) -> int:
+        """The call's worst case in tokens: what the rate-limit window is charged at admission."""
+        return self.prompt_bound + self.completion_tokens
 
 
 class _NotJson(ValueError):
@@ -179,13 +186,18 @@ def _stream_flags(body: dict[str, Any]) -> tuple[bool, bool]:
     return stream, bool((options or {}).get("include_usage"))
 
 
-def _completion_budget(body: dict[str, Any], *fields: str) -> tuple[int, dict[str, Any]]:
+def _completion_budget(
+    body: dict[str, Any], *fields: str, prompts: int = 1, write_to: str | None = None
+) -> tuple[int, dict[str, Any]]:
     """The most the upstream may generate, and the body to forward so it cannot generate more.
 
     Every field an upstream might honour counts: when a request names several
     (`max_tokens` and `max_completion_tokens`), the largest is admitted — the upstream
     may obey either. When it names none, the default budget is admitted and written
-    into the forwarded body, so what is forwarded never exceeds what was admitted.
+    into the forwarded body (`write_to`, else the last field), so what is forwarded never
+    exceeds what was admitted. The budget is per choice (`n`, or `best_of` where the
+    upstream generates that many) and per prompt (a /v1/completions prompt list is that
+    many generations).
     """
     given = [
         value
@@ -197,9 +209,17 @@ def _completion_budget(body: dict[str, Any], *fields: str) -> tuple[int, dict[st
         _optional_int(body, "best_of", minimum=1, maximum=MAX_CHOICES) or 1,
     )
     if given:
-        return max(given) * choices, body
+        return max(given) * choices * prompts, body
     default = settings.DOS_AI_DEFAULT_MAX_TOKENS
-    return default * choices, {**body, fields[-1]: default}
+    return default * choices * prompts, {**body, write_to or fields[-1]: default}
+
+
+def _prompt_count(prompt: Any) -> int:
+    """How many prompts a /v1/completions `prompt` is: a string or one token list is one; a list
+    of strings or of token lists is one each."""
+    if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
+        return len(prompt)
+    return 1
 
 
 def _is_prompt(value: Any) -> bool:
@@ -243,7 +263,7 @@ def _check_content(index: int, content: Any) -> None:
             raise _invalid(f"{where}.text", "a string")
 
 
-def parse_chat(body: dict[str, Any]) -> ParsedRequest:
+def parse_chat(body: dict[str, Any], raw: bytes | None = None) -> ParsedRequest:
     model = _model(body)
     messages = _require(body, "messages")
     if not isinstance(messages, list) or not messages:
@@ -257,13 +277,14 @@ def parse_chat(body: dict[str, Any]) -> ParsedRequest:
             raise _invalid(f"messages[{index}].role", "a string")
         _check_content(index, message.get("content"))
     _check_tools(body)
+    _refuse_unmeterable(body, CHAT_UNMETERABLE)
     stream, wants_usage = _stream_flags(body)
     budget, forwarded = _completion_budget(body, *COMPLETION_BUDGET_FIELDS)
-    prompt = estimate_chat_prompt_tokens(messages) + estimate_request_extras(body)
-    return ParsedRequest(forwarded, model, stream, wants_usage, prompt, budget)
+    estimate = estimate_chat_prompt_tokens(messages) + estimate_request_extras(body)
+    return ParsedRequest(forwarded, model, stream, wants_usage, prompt_bound(body, raw), budget, estimate)
 
 
-def parse_completion(body: dict[str, Any]) -> ParsedRequest:
+def parse_completion(body: dict[str, Any], raw: bytes | None = None) -> ParsedRequest:
     model = _model(body)
     prompt = _require(body, "prompt")
     if not _is_prompt(prompt):
@@ -272,12 +293,12 @@ def parse_completion(body: dict[str, Any]) -> ParsedRequest:
     if suffix is not None and not isinstance(suffix, str):
         raise _invalid("suffix", "a string")
     stream, wants_usage = _stream_flags(body)
-    budget, forwarded = _completion_budget(body, *COMPLETION_BUDGET_FIELDS)
+    budget, forwarded = _completion_budget(body, *COMPLETION_BUDGET_FIELDS, prompts=_prompt_count(prompt))
     estimate = estimate_input_tokens(prompt) + estimate_text_tokens(suffix or "")
-    return ParsedRequest(forwarded, model, stream, wants_usage, estimate, budget)
+    return ParsedRequest(forwarded, model, stream, wants_usage, prompt_bound(body, raw), budget, estimate)
 
 
-def parse_embedding(body: dict[str, Any]) -> ParsedRequest:
+def parse_embedding(body: dict[str, Any], raw: bytes | None = None) -> ParsedRequest:
     model = _model(body)
     value = _require(body, "input")
     if not _is_prompt(value) or value == "":
@@ -288,7 +309,7 @@ def parse_embedding(body: dict[str, Any]) -> ParsedRequest:
     _optional_int(body, "dimensions", minimum=1)
     if body.get("stream"):
         raise errors.bad_request("Embeddings cannot be streamed.", "invalid_value")
-    return ParsedRequest(body, model, False, False, estimate_input_tokens(value), 0)
+    return ParsedRequest(body, model, False, False, prompt_bound(body, raw), 0, estimate_input_tokens(value))
 
 
 def _check_input_items(items: list[Any]) -> None:
@@ -318,11 +339,39 @@ def _estimate_input_items(items: list[dict[str, Any]]) -> int:
     return total
 
 
-def parse_responses(body: dict[str, Any]) -> ParsedRequest:
+# Fields whose effect on the tokens the gateway cannot bound or meter. A custom `chat_template`
+# (vLLM) is a Jinja program: a loop in it can render the prompt any number of times.
+CHAT_UNMETERABLE = {
+    "chat_template": "a custom 'chat_template' can render a prompt of any size, which cannot be metered; "
+    "use the model's own template",
+}
+# The Responses API's server-side state: stored responses, conversations and prompt templates
+# live on the upstream, out of the gateway's sight, and would be billed by nobody.
+RESPONSES_UNMETERABLE = {
+    "previous_response_id": "this gateway keeps no responses. Send the earlier turns as input items instead",
+    "conversation": "this gateway keeps no conversations. Send the earlier turns as input items instead",
+    "prompt": "stored prompt templates are expanded out of the gateway's sight and cannot be metered. "
+    "Send the instructions and input themselves",
+    "background": "background responses finish after the call, when nothing meters them",
+    "chat_template": CHAT_UNMETERABLE["chat_template"],
+}
+
+
+def _refuse_unmeterable(body: dict[str, Any], fields: dict[str, str]) -> None:
+    for field, why in fields.items():
+        if body.get(field) not in (None, False):
+            raise errors.bad_request(f"'{field}' is not supported: {why}.", "invalid_value")
+
+
+def parse_responses(body: dict[str, Any], raw: bytes | None = None) -> ParsedRequest:
     """/v1/responses. The gateway keeps no state: `store` is forced off (a stored response could
-    be fetched by anyone who holds the shared upstream credential), and what needs stored
-    state is refused with a clear 400 — `previous_response_id` (send the conversation as input
-    items instead) and `background` (its usage arrives after the call, when nothing meters it)."""
+    be fetched by anyone who holds the shared upstream credential), and what needs state on the
+    upstream is refused with a clear 400 (RESPONSES_UNMETERABLE).
+
+    Its budget is `max_output_tokens`, but an OpenAI-compatible server may also obey the chat
+    names (`max_tokens`, `max_completion_tokens`, llama.cpp's `n_predict`, TGI's
+    `max_new_tokens`): the largest of all of them is admitted, and with none of them the
+    default is written into `max_output_tokens`."""
     model = _model(body)
     value = _require(body, "input")
     if isinstance(value, list):
@@ -332,23 +381,20 @@ def parse_responses(body: dict[str, Any]) -> ParsedRequest:
     instructions = body.get("instructions")
     if instructions is not None and not isinstance(instructions, str):
         raise _invalid("instructions", "a string")
-    if body.get("previous_response_id") is not None:
-        raise errors.bad_request(
-            "'previous_response_id' is not supported: this gateway keeps no responses. "
-            "Send the earlier turns as input items instead.",
-            "invalid_value",
-        )
-    if body.get("background"):
-        raise errors.bad_request("Background responses are not supported by this gateway.", "invalid_value")
+    _refuse_unmeterable(body, RESPONSES_UNMETERABLE)
     _check_tools(body)
     stream = body.get("stream", False)
     if stream is None:
         stream = False
     if not isinstance(stream, bool):
         raise _invalid("stream", "a boolean")
-    budget, forwarded = _completion_budget(body, "max_output_tokens")
-    prompt = (
+    budget, forwarded = _completion_budget(
+        body, "max_output_tokens", *COMPLETION_BUDGET_FIELDS, write_to="max_output_tokens"
+    )
+    estimate = (
         _estimate_input_items(value) if isinstance(value, list) else estimate_text_tokens(value) + TOKENS_REPLY_PRIMING
     )
-    prompt += estimate_text_tokens(instructions or "") + estimate_request_extras(body)
-    return ParsedRequest({**forwarded, "store": False}, model, stream, True, prompt, budget, api="responses")
+    estimate += estimate_text_tokens(instructions or "") + estimate_request_extras(body)
+    return ParsedRequest(
+        {**forwarded, "store": False}, model, stream, True, prompt_bound(body, raw), budget, estimate, api="responses"
+    )

@@ -63,7 +63,14 @@ def api_endpoint(*methods: str) -> Callable[[ApiView], Callable[..., Awaitable[H
             response["x-request-id"] = call.request_id
             if call.client_request_id:
                 response["x-client-request-id"] = call.client_request_id
-            for name, value in (await gateway.rate_limit_headers(call)).items():
+            try:
+                limit_headers = await gateway.rate_limit_headers(call)
+            except BaseException:
+                # Cancelled before the answer left: a stream that will never be sent is settled now.
+                if isinstance(response, gateway.EventStream):
+                    await response.abandon()
+                raise
+            for name, value in limit_headers.items():
                 response[name] = value
             return response
 
