@@ -211,11 +211,24 @@ def api_key_update(
             or 0
         )
         update_fields += ["spend_period_start", "spend_spent_micros"]
+    if limit_changed:
+        key.spend_held_micros = _in_flight_micros(key) if cleaned.spend_limit_micros is not None else 0
+        update_fields.append("spend_held_micros")
     key.save(update_fields=update_fields)
     security_event_record(
         user=key.owner, kind=SecurityEvent.Kind.KEY_UPDATED, context=context or SecurityContext(), detail=str(key)
     )
     return key
+
+
+def _in_flight_micros(key: ApiKey) -> int:
+    """What the key's calls in flight hold, whether or not they were admitted under a limit: a
+    limit set while they run counts what they may still be charged (a settlement releases a
+    hold from the key's held spend whenever the key has a limit by then: billing.hotpath)."""
+    from billing.models import CreditHold
+
+    held = CreditHold.objects.filter(call__api_key_id=key.pk).aggregate(total=Sum("amount_micros"))["total"]
+    return held or 0
 
 
 @transaction.atomic

@@ -100,8 +100,11 @@ WITH hold AS (
     -- Locked after the account, as at reservation. The charge counts towards the key's current
     -- period if the call started in it; one that started in a period since over does not.
     UPDATE {_KEY} k
+    -- A key with a limit counts every call of its in flight (a limit set while a call ran
+    -- counted its hold then: apikeys.services.api_key_update), so each one's hold goes.
     SET spend_held_micros = GREATEST(0, k.spend_held_micros
-            - CASE WHEN account.limited_key_id IS NOT NULL THEN account.released ELSE 0 END),
+            - CASE WHEN account.limited_key_id IS NOT NULL OR k.spend_limit_micros IS NOT NULL
+                   THEN account.released ELSE 0 END),
         spend_spent_micros = k.spend_spent_micros
             + CASE WHEN k.spend_period_start <= %(started_at)s THEN account.charge ELSE 0 END
     FROM account

@@ -207,7 +207,8 @@ def usage_settle(*, settlement: Settlement) -> UsageRecord | None:
         account.save(update_fields=["held_micros", "updated_at"])
         _key_spend_settle(
             api_key_id=settlement.api_key_id,
-            released=hold.amount_micros if hold.limited_key_id else 0,
+            released=hold.amount_micros,
+            limited=hold.limited_key_id is not None,
             charge=charge,
             started_at=settlement.started_at,
         )
@@ -232,7 +233,7 @@ def usage_settle(*, settlement: Settlement) -> UsageRecord | None:
     return record
 
 
-def _key_spend_settle(*, api_key_id: int, released: int, charge: int, started_at: dt.datetime) -> None:
+def _key_spend_settle(*, api_key_id: int, released: int, limited: bool, charge: int, started_at: dt.datetime) -> None:
     """The key's side of a settlement (the account row is already locked, as in SETTLE_SQL):
     release what the call held against the key's limit and count its charge in the key's
     current period, if the call started in it."""
@@ -244,7 +245,7 @@ def _key_spend_settle(*, api_key_id: int, released: int, charge: int, started_at
         .only("spend_limit_micros", "spend_period_start", "spend_held_micros")
         .first()
     )
-    if key is None or (not released and key.spend_limit_micros is None):
+    if key is None or (not limited and key.spend_limit_micros is None):
         return
     counted = key.spend_period_start is not None and key.spend_period_start <= started_at
     ApiKey.objects.filter(pk=api_key_id).update(

@@ -47,8 +47,15 @@ def test_a_long_call_whose_heartbeat_is_fresh_keeps_its_hold(owner, capsys):
 def test_a_dead_workers_hold_is_charged_for_what_it_had_delivered(owner, make_key, capsys):
     api_key, _ = make_key(owner)
     call = call_settlement(
-        hold_id=0, user_id=owner.pk, api_key_id=api_key.pk, request_id="req_dead", input_price_micros_per_million=0,
-        output_price_micros_per_million=1_000_000, prompt_tokens=0, completion_tokens=0, latency_ms=0,
+        hold_id=0,
+        user_id=owner.pk,
+        api_key_id=api_key.pk,
+        request_id="req_dead",
+        input_price_micros_per_million=0,
+        output_price_micros_per_million=1_000_000,
+        prompt_tokens=0,
+        completion_tokens=0,
+        latency_ms=0,
         started_at=timezone.now(),
     ).hold_record()
     hold_id = credit_reserve_for_key(user_id=owner.pk, amount_micros=5_000, request_id="req_dead", call=call)
@@ -63,7 +70,10 @@ def test_a_dead_workers_hold_is_charged_for_what_it_had_delivered(owner, make_ke
     assert not CreditHold.objects.exists()
     record = UsageRecord.objects.get(request_id="req_dead")
     assert (record.prompt_tokens, record.completion_tokens, record.cost_micros, record.status_code) == (
-        7, 1_234, 1_234, 500
+        7,
+        1_234,
+        1_234,
+        500,
     )
     account = CreditAccount.objects.get(user=owner)
     assert (account.balance_micros, account.held_micros) == (5_000_000 - 1_234, 0)

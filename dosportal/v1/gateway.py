@@ -141,13 +141,23 @@ async def admit(
 ) -> ratelimit.Decision | None:
     """The rate-limit decision for this call (with `in_flight`, also a slot under the key's cap
     on requests in flight, in the same round trip); a refusal raises the documented 429."""
-    decision = await ratelimit.admit(
-        caller.key_id,
-        rpm=caller.requests_per_minute,
-        tpm=caller.tokens_per_minute,
-        cost=token_cost,
-        max_concurrency=(caller.max_concurrency or 0) if in_flight else 0,
+    task = asyncio.ensure_future(
+        ratelimit.admit(
+            caller.key_id,
+            rpm=caller.requests_per_minute,
+            tpm=caller.tokens_per_minute,
+            cost=token_cost,
+            max_concurrency=(caller.max_concurrency or 0) if in_flight else 0,
+        )
     )
+    try:
+        decision = await asyncio.shield(task)
+    except asyncio.CancelledError:
+        # The client left while the window was being decided: the script still runs to the
+        # end, so what it admitted (a window entry, a concurrency slot) is given back.
+        with contextlib.suppress(Exception):
+            await ratelimit.release(caller.key_id, await task)
+        raise
     call.limits = decision
     if decision is not None and not decision.admitted:
         if decision.refused_by == "concurrency":
