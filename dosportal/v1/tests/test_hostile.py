@@ -20,7 +20,9 @@ from accounts.services import account_set_limits
 from apikeys.models import ApiKey
 from apikeys.services import api_key_create
 from billing.models import CreditAccount, CreditHold, LedgerEntry, ServedModel, UsageRecord
+from dosportal.testing.costs import parsed, token_cost
 from dosportal.testing.rawhttp import raw_request, read_response
+from dosportal.v1.validation import parse_completion
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -28,9 +30,10 @@ SIGNUP_MICROS = 5_000_000
 # "Hello, world!!": 3 + 4 + ceil(14 / 4) = 11 estimated prompt tokens, as many as the fake upstream reports.
 CHAT = {"model": "dos-ai", "max_tokens": 20, "messages": [{"role": "user", "content": "Hello, world!!"}]}
 CALL_MICROS = 15  # 11 × $0.50/M + 6 × $1.50/M = 14.5 → 15
-# A call charged from the estimate: 11 prompt tokens and "Hello from the fake upstream." (29 characters → 8 tokens):
-# 11 × 0.50 + 8 × 1.50 = 17.5 → 18 micro-USD.
-ESTIMATED_MICROS = 18
+# A call charged from the estimate: "Hello, world!!" (3 punctuation marks, 11 other characters: 6) in one message
+# (4 + 3: 13 prompt tokens) and "Hello from the fake upstream." (".", 28 other characters: 8 tokens):
+# 13 × 0.50 + 8 × 1.50 = 18.5 → 19 micro-USD.
+ESTIMATED_MICROS = 19
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -113,12 +116,15 @@ def completion(url: str, key: str, body: dict) -> httpx.Response:
 def test_the_larger_of_two_completion_budgets_is_what_is_admitted(gateway, api_key, api_user, fake_upstream):
     account_set_limits(user=api_user, requests_per_minute=1000, tokens_per_minute=2000)
 
-    response = completion(gateway.url, api_key, {"max_completion_tokens": 1, "max_tokens": 100_000})
+    budget = {"max_completion_tokens": 1, "max_tokens": 100_000}
+    response = completion(gateway.url, api_key, budget)
 
     assert response.status_code == 429
-    # "Hi" is 1 estimated prompt token; the budget counted is max_tokens, the larger one.
+    # The prompt's bound, and the budget counted is max_tokens, the larger one.
+    requested = token_cost({"model": "dos-ai", "prompt": "Hi", **budget}, parse_completion)
+    assert requested - 100_000 < 150
     assert response.json() == error(
-        "Request too large for tokens per minute (TPM): limit 2000, requested 100001. "
+        f"Request too large for tokens per minute (TPM): limit 2000, requested {requested}. "
         "Send a shorter prompt or a smaller max_tokens.",
         "rate_limit_error",
         "rate_limit_exceeded",
@@ -147,7 +153,8 @@ def test_what_the_upstream_receives_never_exceeds_what_was_admitted(
     response = completion(gateway.url, api_key, budget)
 
     assert response.status_code == 200
-    assert response.headers["x-ratelimit-remaining-tokens"] == str(2000 - 1 - admitted)
+    prompt_bound = parsed({"model": "dos-ai", "prompt": "Hi", **budget}, parse_completion).prompt_bound
+    assert response.headers["x-ratelimit-remaining-tokens"] == str(2000 - prompt_bound - admitted)
     [received] = fake_upstream.requests
     forwarded = received["body"]
     per_choice = max(forwarded.get("max_tokens") or 0, forwarded.get("max_completion_tokens") or 0)
@@ -389,7 +396,7 @@ def test_a_stream_that_ends_without_a_finish_reason_ends_with_an_error_and_is_ch
         "Hello from the fake upstream."
     )
     assert (record.status_code, record.prompt_tokens, record.completion_tokens, record.cost_micros) == (
-        502, 11, 8, ESTIMATED_MICROS,
+        502, 13, 8, ESTIMATED_MICROS,
     )  # fmt: skip
     assert LedgerEntry.objects.get(user=api_user, kind="usage").amount_micros == -ESTIMATED_MICROS
     assert_balance_ok(api_user)
@@ -441,7 +448,7 @@ def test_an_event_that_never_ends_cuts_the_stream_with_an_error_and_charges_what
     )
     record = UsageRecord.objects.get()
     assert (record.status_code, record.prompt_tokens, record.completion_tokens, record.cost_micros) == (
-        502, 11, 8, ESTIMATED_MICROS,
+        502, 13, 8, ESTIMATED_MICROS,
     )  # fmt: skip
     assert_balance_ok(api_user)
 
@@ -459,7 +466,7 @@ def test_usage_figures_past_2_31_are_not_believed(hostile_gateway, hostile_upstr
     assert response.status_code == 200
     record = UsageRecord.objects.get()
     assert (record.status_code, record.prompt_tokens, record.completion_tokens, record.cost_micros) == (
-        200, 11, 8, ESTIMATED_MICROS,
+        200, 13, 8, ESTIMATED_MICROS,
     )  # fmt: skip
     assert CreditAccount.objects.get(user=api_user).balance_micros == SIGNUP_MICROS - ESTIMATED_MICROS
     assert_balance_ok(api_user)
