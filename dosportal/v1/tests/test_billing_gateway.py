@@ -9,8 +9,8 @@ import pytest
 
 from accounts.services import account_set_limits
 from billing.models import CreditAccount, CreditHold, LedgerEntry, ServedModel, UsageRecord
-from billing.selectors import ledger_sum_micros
 from billing.money import exact_places, format_usd
+from billing.selectors import ledger_sum_micros
 from dosportal.testing.costs import hold_micros, parsed
 from dosportal.testing.gateway import wait_for
 

@@ -14,7 +14,6 @@ is left taken.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 
 import pytest

@@ -252,11 +252,12 @@ def test_a_client_that_leaves_a_stream_while_postgresql_is_down_is_charged_for_w
     assert faults.wait_for(lambda: not faults.rows(account)["holds"], 45), faults.rows(account)
     rows = faults.rows(account)
     [usage] = rows["usage"]
-    # Charged for the prompt (11, estimated) and the text delivered before the gateway saw the disconnect:
-    # at least the two words received ("Hello from": 3 tokens), at most the whole reply (29 characters: 8).
-    assert (usage[0], usage[2], usage[3], usage[4]) == (request_id, 499, True, 11)
+    # Charged for the prompt ("Hello, world!!" in one message: 13, estimated) and the text delivered
+    # before the gateway saw the disconnect: at least the two words received ("Hello from": 3 tokens),
+    # at most the whole reply (29 characters: 8).
+    assert (usage[0], usage[2], usage[3], usage[4]) == (request_id, 499, True, 13)
     assert 3 <= usage[5] <= 8
-    assert usage[6] == math.ceil(11 * 0.5 + usage[5] * 1.5)
+    assert usage[6] == math.ceil(13 * 0.5 + usage[5] * 1.5)
     assert rows["ledger"] == [("grant", SIGNUP_MICROS), ("usage", -usage[6])]
     assert rows["account"] == [(SIGNUP_MICROS - usage[6], 0)]
     assert manage(faults.env(), "balance", account.email, check=False).returncode == 0

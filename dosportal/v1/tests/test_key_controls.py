@@ -27,12 +27,20 @@ from accounts.services import account_set_limits
 from apikeys.models import ApiKey
 from apikeys.services import api_key_roll, api_key_update
 from billing.models import CreditAccount, CreditHold, LedgerEntry, UsageRecord
+from billing.money import exact_places, format_usd
+from dosportal.testing.costs import hold_micros
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-# As in test_billing_gateway: 11 prompt tokens and 6 completion tokens, held and charged 15 micro-USD.
+# As in test_billing_gateway: 11 prompt tokens and 6 completion tokens, charged 15 micro-USD; what
+# is held (and checked against a key's limit) is the request's worst case, EXACT_HOLD.
 EXACT = {"model": "dos-ai", "max_tokens": 6, "messages": [{"role": "user", "content": "Hello, world!!"}]}
 EXACT_COST = 15
+EXACT_HOLD = hold_micros(EXACT)
+
+
+def usd(micros: int) -> str:
+    return format_usd(micros, exact_places(micros))
 
 
 def client(gateway, raw_key: str, **headers: str) -> openai.OpenAI:
@@ -246,7 +254,8 @@ def test_fifty_concurrent_calls_on_two_processes_never_pass_the_spend_limit(
 ):
     gateway = gateway_factory(workers=2)
     account_set_limits(user=api_user, requests_per_minute=1000, tokens_per_minute=1_000_000)
-    api_key_update(api_key=the_key(api_user), spend_limit_micros=10 * EXACT_COST, spend_period="month")
+    limit = 10 * EXACT_HOLD
+    api_key_update(api_key=the_key(api_user), spend_limit_micros=limit, spend_period="month")
     start = threading.Barrier(50)
 
     def call() -> tuple[int, str]:
@@ -255,39 +264,54 @@ def test_fifty_concurrent_calls_on_two_processes_never_pass_the_spend_limit(
 
     outcomes = [future.result() for future in _in_background(call, 50)]
 
-    assert sorted(outcomes) == [(200, "")] * 10 + [(402, "key_spend_limit_exceeded")] * 40
+    # Ten holds fit under the limit at once; each call that settles (for less than it held) makes
+    # room again, until what was spent leaves no room for one more hold.
+    served = outcomes.count((200, ""))
+    assert served >= 10
+    assert sorted(outcomes) == [(200, "")] * served + [(402, "key_spend_limit_exceeded")] * (50 - served)
     key = the_key(api_user)
     spent = UsageRecord.objects.filter(api_key=key).aggregate(total=Sum("cost_micros"))["total"]
-    assert (spent, key.spend_spent_micros, key.spend_held_micros) == (150, 150, 0)
-    assert UsageRecord.objects.count() == 10
-    assert limiter_entries(key.pk)[0] == 10  # the 40 refused gave their rate-limit entries back
+    assert (spent, key.spend_spent_micros, key.spend_held_micros) == (served * 15, served * 15, 0)
+    assert spent <= limit
+    assert UsageRecord.objects.count() == served
+    assert limiter_entries(key.pk)[0] == served  # the refused gave their rate-limit entries back
     out = io.StringIO()
     call_command("balance", api_user.email, stdout=out)
     account = CreditAccount.objects.get(user=api_user)
     ledger = LedgerEntry.objects.filter(user=api_user).aggregate(total=Sum("amount_micros"))["total"]
-    assert account.balance_micros == ledger == 5_000_000 - 150
-    assert "4.999850" in out.getvalue()
+    assert account.balance_micros == ledger == 5_000_000 - spent
+    assert f"{(5_000_000 - spent) / 1e6:.6f}" in out.getvalue()
 
 
 def test_over_the_spend_limit_is_402_saying_when_it_resets_and_writes_nothing(
     gateway, api_key, api_user, fake_upstream
 ):
-    api_key_update(api_key=the_key(api_user), spend_limit_micros=EXACT_COST - 1, spend_period="day")
+    api_key_update(api_key=the_key(api_user), spend_limit_micros=EXACT_HOLD - 1, spend_period="day")
     today = dt.datetime.now(dt.UTC).date()
     resets = (dt.datetime.combine(today, dt.time(), tzinfo=dt.UTC) + dt.timedelta(days=1)).strftime("%Y-%m-%d")
 
     error = refused(gateway, api_key, openai.APIStatusError)
 
+    # A limit that cannot cover this request's worst case says so, with what is left of it.
     assert error_of(error) == (402, "billing_error", "key_spend_limit_exceeded")
     assert error.response.json()["error"]["message"] == (
-        f"This API key has reached its daily spend limit of $0.000014; it resets at {resets} 00:00:00 UTC."
+        f"This request may cost up to {usd(EXACT_HOLD)}; {usd(EXACT_HOLD - 1)} of this API key's daily spend "
+        f"limit of {usd(EXACT_HOLD - 1)} is left (it resets at {resets} 00:00:00 UTC). Lower max_tokens "
+        "(or shorten the prompt), or raise the key's limit."
     )
     assert_nothing_written(api_user)
-    api_key_update(api_key=the_key(api_user), spend_limit_micros=EXACT_COST, spend_period="total")
+    api_key_update(api_key=the_key(api_user), spend_limit_micros=EXACT_HOLD, spend_period="total")
     assert chat(gateway, api_key).usage.total_tokens == 17
     error = refused(gateway, api_key, openai.APIStatusError)
     assert error.response.json()["error"]["message"] == (
-        "This API key has reached its total spend limit of $0.000015; it does not reset."
+        f"This request may cost up to {usd(EXACT_HOLD)}; {usd(EXACT_HOLD - EXACT_COST)} of this API key's total "
+        f"spend limit of {usd(EXACT_HOLD)} is left (it does not reset). Lower max_tokens (or shorten the prompt), "
+        "or raise the key's limit."
+    )
+    ApiKey.objects.filter(owner=api_user).update(spend_spent_micros=EXACT_HOLD)  # all of it spent
+    error = refused(gateway, api_key, openai.APIStatusError)
+    assert error.response.json()["error"]["message"] == (
+        f"This API key has reached its total spend limit of {usd(EXACT_HOLD)}; it does not reset."
     )
 
 
@@ -297,7 +321,8 @@ def test_over_the_spend_limit_is_402_saying_when_it_resets_and_writes_nothing(
 def test_a_rolled_key_keeps_its_id_and_spend_and_the_old_secret_works_until_the_grace_ends(
     gateway, api_key, api_user, fake_upstream
 ):
-    api_key_update(api_key=the_key(api_user), spend_limit_micros=3 * EXACT_COST, spend_period="week")
+    # Room for three calls: after two, the third's hold still fits; after three, a fourth's does not.
+    api_key_update(api_key=the_key(api_user), spend_limit_micros=2 * EXACT_COST + EXACT_HOLD, spend_period="week")
     chat(gateway, api_key)
     key, new_key = api_key_roll(api_key=the_key(api_user), grace=dt.timedelta(hours=1))
 
@@ -341,7 +366,7 @@ def test_the_checks_come_in_the_documented_order(gateway, api_key, api_user, fak
         api_key=key,
         allowed_ips=["10.0.0.0/8"],
         allowed_models=["dos-ai-embed"],
-        spend_limit_micros=EXACT_COST,
+        spend_limit_micros=2 * EXACT_HOLD,  # one call's worst case fits (its body has spaces: a few bytes more)
         spend_period="day",
     )
     bad_json = b"{not json"
@@ -367,9 +392,9 @@ def test_the_checks_come_in_the_documented_order(gateway, api_key, api_user, fak
 
 
 def test_a_limit_spent_in_a_past_period_admits_again_in_the_current_one(gateway, api_key, api_user, fake_upstream):
-    api_key_update(api_key=the_key(api_user), spend_limit_micros=EXACT_COST, spend_period="day")
+    api_key_update(api_key=the_key(api_user), spend_limit_micros=EXACT_HOLD, spend_period="day")
     yesterday = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0) - dt.timedelta(days=1)
-    ApiKey.objects.filter(owner=api_user).update(spend_period_start=yesterday, spend_spent_micros=EXACT_COST)
+    ApiKey.objects.filter(owner=api_user).update(spend_period_start=yesterday, spend_spent_micros=EXACT_HOLD)
 
     assert chat(gateway, api_key).usage.total_tokens == 17  # yesterday's spend does not count today
     error = refused(gateway, api_key, openai.APIStatusError)  # today's does

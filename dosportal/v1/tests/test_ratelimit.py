@@ -22,6 +22,7 @@ from accounts.models import User
 from accounts.services import account_set_limits, account_set_plan
 from apikeys.services import api_key_create
 from billing.models import CreditAccount
+from dosportal.testing.costs import token_cost
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -34,7 +35,7 @@ RL_HEADERS = (
     "x-ratelimit-reset-requests",
     "x-ratelimit-reset-tokens",
 )
-HI = [{"role": "user", "content": "Hi"}]  # estimated 3 + 4 + 1 = 8 prompt tokens
+HI = [{"role": "user", "content": "Hi"}]
 
 
 @dataclass
@@ -67,6 +68,14 @@ def chat(gateway, key: str, max_tokens: int | None = 10, **body) -> Sent:
     if max_tokens is not None:
         payload["max_tokens"] = max_tokens
     return send("POST", gateway, "/v1/chat/completions", key, json=payload)
+
+
+def cost_of(max_tokens: int | None = 10, **body) -> int:
+    """What `chat(…, max_tokens, **body)` costs in the TPM window: its prompt's bound and its budget."""
+    payload = {"model": "dos-ai", "messages": HI, **body}
+    if max_tokens is not None:
+        payload["max_tokens"] = max_tokens
+    return token_cost(payload)
 
 
 def models(gateway, key: str) -> Sent:
@@ -148,7 +157,7 @@ def test_the_limit_is_admitted_the_next_is_429_and_after_the_window_slides_one_m
     assert refused.response.json() == rate_limit_error(
         f"Rate limit reached for requests per minute (RPM): limit 3, used 3, requested 1. Retry after {wait}s."
     )
-    assert refused.remaining() == (0, 100_000 - 3 * 18)
+    assert refused.remaining() == (0, 100_000 - 3 * cost_of())
     assert len(fake_upstream.requests) == 3  # the refused one was not forwarded
 
     age_window(api_key, 15)  # the 1st is now more than 30 s old; the 2nd and 3rd about 15 s
@@ -156,7 +165,7 @@ def test_the_limit_is_admitted_the_next_is_429_and_after_the_window_slides_one_m
     refused_again = chat(aged, api_key)
 
     assert again.status == 200
-    assert again.remaining() == (0, 100_000 - 3 * 18)  # the 2nd, the 3rd and this one
+    assert again.remaining() == (0, 100_000 - 3 * cost_of())  # the 2nd, the 3rd and this one
     assert refused_again.status == 429
     assert int(refused_again.header("retry-after")) in retry_after_choices(second, refused_again, LONG_WINDOW, aged=15)
 
@@ -165,7 +174,7 @@ def test_tokens_are_limited_with_a_large_max_tokens_and_a_refused_request_consum
     aged, api_key, api_user, fake_upstream
 ):
     account_set_limits(user=api_user, requests_per_minute=100, tokens_per_minute=5000)
-    cost = 8 + 2000
+    cost = cost_of(2000)
 
     first = chat(aged, api_key, max_tokens=2000)
     age_window(api_key, 15)
@@ -183,12 +192,12 @@ def test_tokens_are_limited_with_a_large_max_tokens_and_a_refused_request_consum
         f"Retry after {wait}s."
     )
     assert refused.remaining() == (98, 5000 - 2 * cost)  # requests remaining unchanged by the refusal
-    assert (small_one.status, small_one.remaining()) == (200, (97, 5000 - 2 * cost - 18))
+    assert (small_one.status, small_one.remaining()) == (200, (97, 5000 - 2 * cost - cost_of(10)))
 
     age_window(api_key, 15)  # the 1st leaves the window; the rest stay
     after = chat(aged, api_key, max_tokens=2000)
 
-    assert (after.status, after.remaining()) == (200, (97, 5000 - 2 * cost - 18))  # 2nd, small one, this
+    assert (after.status, after.remaining()) == (200, (97, 5000 - 2 * cost - cost_of(10)))  # 2nd, small one, this
     assert len(fake_upstream.requests) == 4
 
 
@@ -200,12 +209,12 @@ def test_a_request_bigger_than_the_token_limit_is_refused_and_says_so(small, api
 
     assert refused.status == 429
     assert refused.response.json() == rate_limit_error(
-        "Request too large for tokens per minute (TPM): limit 5000, requested 6008. "
+        f"Request too large for tokens per minute (TPM): limit 5000, requested {cost_of(6000)}. "
         "Send a shorter prompt or a smaller max_tokens."
     )
     assert int(refused.header("retry-after")) >= 1
     assert refused.header("x-should-retry") == "false"  # the SDKs will not retry what can never pass
-    assert (admitted.status, admitted.remaining()) == (200, (99, 5000 - 18))
+    assert (admitted.status, admitted.remaining()) == (200, (99, 5000 - cost_of(10)))
     assert fake_upstream.requests and len(fake_upstream.requests) == 1
 
 
@@ -215,9 +224,11 @@ def test_token_cost_is_estimated_prompt_plus_max_tokens_times_n(gateway, api_key
     budgeted = chat(gateway, api_key, max_tokens=500, max_completion_tokens=20, n=2)
     listing = models(gateway, api_key)  # listing costs a request and no tokens
 
-    assert default.remaining() == (59, 100_000 - (8 + 1024))
-    assert budgeted.remaining() == (58, 100_000 - (8 + 1024) - (8 + 1000))
-    assert listing.remaining() == (57, 100_000 - (8 + 1024) - (8 + 1000))
+    first, second = cost_of(None), cost_of(500, max_completion_tokens=20, n=2)
+    assert first - 1024 == second - 1000 - len(',"max_completion_tokens":20,"n":2,"max_tokens":500')
+    assert default.remaining() == (59, 100_000 - first)
+    assert budgeted.remaining() == (58, 100_000 - first - second)
+    assert listing.remaining() == (57, 100_000 - first - second)
 
 
 # --- headers -----------------------------------------------------------------------
@@ -244,16 +255,17 @@ def test_every_response_for_a_known_key_carries_the_headers_and_they_count_down(
         assert response.header("x-ratelimit-limit-requests") == "5"
         assert response.header("x-ratelimit-limit-tokens") == "1000"
         assert response.header("x-ratelimit-reset-requests") != "0ms"
+    left = 1000 - cost_of()
     assert [r.remaining() for r in responses] == [
         (4, 1000),
-        (3, 1000 - 18),
-        (3, 982),  # a bad body is answered before admission: nothing counted
-        (3, 982),  # so is an unknown model
-        (3, 982),  # and an unknown model's description
-        (2, 982),  # a listing is a request (of no tokens)
-        (1, 982),
-        (0, 982),
-        (0, 982),
+        (3, left),
+        (3, left),  # a bad body is answered before admission: nothing counted
+        (3, left),  # so is an unknown model
+        (3, left),  # and an unknown model's description
+        (2, left),  # a listing is a request (of no tokens)
+        (1, left),
+        (0, left),
+        (0, left),
     ]
     assert not any(name in unauthenticated.response.headers for name in RL_HEADERS)
     assert unauthenticated.status == 401

@@ -5,9 +5,12 @@ from __future__ import annotations
 import httpx
 import openai
 import pytest
+from django.conf import settings
 
 from billing.models import CreditAccount, CreditHold, LedgerEntry, ServedModel, UsageRecord
+from dosportal.testing.costs import sent_bytes, token_cost
 from dosportal.testing.upstream import COMPLETION_TOKENS, PROMPT_TOKENS, REPLY_WORDS
+from dosportal.v1.validation import parse_responses
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -57,16 +60,15 @@ def test_a_response_is_answered_metered_and_charged_to_the_micro_dollar(
 def test_without_max_output_tokens_the_default_budget_is_admitted_and_forwarded(
     gateway, api_key, priced, fake_upstream
 ):
-    response = httpx.post(
-        f"{gateway.url}/v1/responses",
-        json={"model": "dos-ai", "input": "abcd" * 10, "instructions": "Be brief."},
-        headers={"Authorization": f"Bearer {api_key}"},
-    )
+    body = {"model": "dos-ai", "input": "abcd" * 10, "instructions": "Be brief."}
+    response = httpx.post(f"{gateway.url}/v1/responses", json=body, headers={"Authorization": f"Bearer {api_key}"})
 
     assert response.status_code == 200
     assert fake_upstream.requests[-1]["body"]["max_output_tokens"] == 1024
-    # input: 3 + ceil(40 / 4) = 13; instructions: ceil(9 / 4) = 3; plus the 1,024-token budget
-    assert response.headers["x-ratelimit-remaining-tokens"] == str(100_000 - (13 + 3 + 1024))
+    # the body's bound (its bytes, and the template allowance) plus the 1,024-token budget
+    cost = token_cost(body, parse_responses)
+    assert cost == len(sent_bytes(body)) + settings.DOS_AI_PROMPT_OVERHEAD_TOKENS + 1024
+    assert response.headers["x-ratelimit-remaining-tokens"] == str(100_000 - cost)
 
 
 def test_a_streamed_response_passes_the_typed_events_and_is_charged_once(
@@ -153,7 +155,8 @@ def test_previous_response_id_background_and_retrieval_are_refused_in_the_error_
     assert previous.value.body["code"] == "invalid_value"
     assert "previous_response_id" in previous.value.body["message"]
     assert background.value.body == {
-        "message": "Background responses are not supported by this gateway.",
+        "message": "'background' is not supported: background responses finish after the call, "
+        "when nothing meters them.",
         "type": "invalid_request_error",
         "code": "invalid_value",
     }

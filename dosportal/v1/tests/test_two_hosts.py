@@ -11,6 +11,7 @@ import pytest
 from accounts.services import account_set_limits
 from billing.models import CreditAccount, CreditHold, LedgerEntry, UsageRecord
 from billing.selectors import ledger_sum_micros
+from dosportal.testing.costs import hold_micros
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -48,14 +49,18 @@ def test_one_requests_per_minute_limit_holds_across_two_hosts(hosts, api_key, ap
 
 
 def test_one_balance_holds_across_two_hosts(hosts, api_key, api_user, fake_upstream):
+    hold = hold_micros(CHAT)  # each call holds its worst case and is charged CALL_COST
     LedgerEntry.objects.filter(user=api_user).delete()
-    LedgerEntry.objects.create(user=api_user, kind="grant", amount_micros=5 * CALL_COST, balance_after_micros=75)
-    CreditAccount.objects.filter(user=api_user).update(balance_micros=5 * CALL_COST, held_micros=0)
+    LedgerEntry.objects.create(user=api_user, kind="grant", amount_micros=5 * hold, balance_after_micros=5 * hold)
+    CreditAccount.objects.filter(user=api_user).update(balance_micros=5 * hold, held_micros=0)
 
     statuses = spread(hosts, api_key, 20)
 
-    assert sorted(statuses) == [200] * 5 + [402] * 15
+    # Five holds fit at once; a settled call frees what it held beyond its charge.
+    served = statuses.count(200)
+    assert 5 <= served <= (5 * hold) // CALL_COST
+    assert sorted(statuses) == [200] * served + [402] * (20 - served)
     account = CreditAccount.objects.get(user=api_user)
-    assert (account.balance_micros, account.held_micros) == (0, 0)
-    assert ledger_sum_micros(user=api_user) == 0
+    assert (account.balance_micros, account.held_micros) == (5 * hold - served * CALL_COST, 0)
+    assert ledger_sum_micros(user=api_user) == account.balance_micros
     assert not CreditHold.objects.exists()
