@@ -65,6 +65,25 @@ def test_database_url() -> str:
     return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
+def gateway_env(database_url: str, upstream_url: str, **overrides: str) -> dict[str, str]:
+    """A live gateway's environment: production-like settings on the test database and Redis."""
+    env = {
+        **os.environ,
+        "DEBUG": "1",
+        "DATABASE_URL": database_url,
+        "DOS_AI_UPSTREAM_URL": upstream_url,
+        "DOS_AI_UPSTREAM_TIMEOUT": "10",
+        "DOS_AI_DEV_MODEL_DELAY": "0",
+        "LOG_LEVEL": "WARNING",
+        # Many gateways run during a session: keep each one's idle connections few and short-lived.
+        "DATABASE_POOL_MAX_SIZE": "8",
+        "DOS_AI_DB_POOL_SIZE": "8",
+        "DATABASE_POOL_MAX_IDLE": "2",
+        **overrides,
+    }
+    return {name: value for name, value in env.items() if value is not None}
+
+
 class Gateway:
     def __init__(
         self,
@@ -128,22 +147,8 @@ def gateway_factory(
         if signature not in started:
             with django_db_blocker.unblock():
                 database_url = test_database_url()
-            env = {
-                **os.environ,
-                "DEBUG": "1",
-                "DATABASE_URL": database_url,
-                "DOS_AI_UPSTREAM_URL": _upstream_server.url,
-                "DOS_AI_UPSTREAM_TIMEOUT": "10",
-                "DOS_AI_DEV_MODEL_DELAY": "0",
-                "LOG_LEVEL": "WARNING",
-                # Many gateways run during a session: keep each one's idle connections few and short-lived.
-                "DATABASE_POOL_MAX_SIZE": "8",
-                "DOS_AI_DB_POOL_SIZE": "8",
-                "DATABASE_POOL_MAX_IDLE": "2",
-                **overrides,
-            }
             started[signature] = Gateway(
-                {k: v for k, v in env.items() if v is not None},
+                gateway_env(database_url, _upstream_server.url, **overrides),
                 workers=workers,
                 access_log=access_log,
                 uvicorn_args=uvicorn_args,
