@@ -210,6 +210,8 @@ ACCOUNT_EMAIL_VERIFICATION = "mandatory"
 ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
 ACCOUNT_CONFIRM_EMAIL_ON_GET = False
 ACCOUNT_PREVENT_ENUMERATION = True
+# The same work (a password hash) for a taken address as for a fresh one: same page, same time.
+ACCOUNT_FORMS = {"signup": "accounts.forms.PortalSignupForm"}
 ACCOUNT_EMAIL_NOTIFICATIONS = True
 # A reset asked for an address with no account mails nobody (no mail to addresses we do not know).
 ACCOUNT_EMAIL_UNKNOWN_ACCOUNTS = False
