@@ -143,7 +143,7 @@ def test_a_rotated_key_still_reads_old_secrets_and_the_command_rewrites_them(
         mfa_encryption.decrypt(Authenticator.objects.get(user=owner, type="totp").data["secret"])
 
 
-def test_without_a_dedicated_key_one_derived_from_secret_key_is_used_and_survives_its_rotation(settings) -> None:
+def test_without_a_dedicated_key_one_derived_from_secret_key_is_used_and_stays_readable(settings) -> None:
     settings.DOS_AI_MFA_ENCRYPTION_KEYS = []
     stored = mfa_encryption.encrypt(SECRET)
 
@@ -154,6 +154,9 @@ def test_without_a_dedicated_key_one_derived_from_secret_key_is_used_and_survive
     settings.SECRET_KEY = "a-new-secret-key-for-this-test-only-0123456789"
     assert mfa_encryption.decrypt(stored) == SECRET
     assert mfa_encryption.decrypt(SECRET) == SECRET  # a value from before encryption is read as it is
+    settings.DOS_AI_MFA_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]  # a dedicated key set later
+    assert mfa_encryption.decrypt(stored) == SECRET
+    assert mfa_encryption.decrypt(mfa_encryption.encrypt(SEED)) == SEED
 
 
 def test_the_deploy_check_warns_only_without_a_dedicated_key(settings) -> None:
