@@ -15,7 +15,7 @@ from allauth.mfa.totp.internal.auth import TOTP, format_hotp_value, hotp_value
 from cryptography.fernet import Fernet
 from django.core.checks import Tags, run_checks
 from django.core.exceptions import ImproperlyConfigured
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.test import Client
@@ -184,3 +184,15 @@ def test_a_bad_key_or_rate_stops_start_up_without_printing_the_key(monkeypatch: 
     monkeypatch.setenv("DOS_AI_MFA_RATE", "five a minute")
     with pytest.raises(ImproperlyConfigured, match=r"^DOS_AI_MFA_RATE must be a rate such as 5/15m"):
         envrate("DOS_AI_MFA_RATE", "5/15m")
+
+
+def test_reencrypting_without_the_key_a_secret_needs_is_one_line_and_changes_nothing(owner: User, settings) -> None:
+    settings.DOS_AI_MFA_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+    TOTP.activate(owner, SECRET)
+    stored = Authenticator.objects.get(user=owner).data
+    settings.DOS_AI_MFA_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]  # the old key dropped too early
+
+    with pytest.raises(CommandError, match=r"^A two-factor secret cannot be decrypted .* reencrypt_mfa_secrets"):
+        call_command("reencrypt_mfa_secrets")
+
+    assert Authenticator.objects.get(user=owner).data == stored
