@@ -1,22 +1,31 @@
 """The two-factor code step against a real uvicorn process, over HTTP, on the real PostgreSQL and
 Redis: wrong codes are counted in Redis, then even the right code is refused with 429 while
-another account signs in; the secret the server checks codes with is stored encrypted."""
+another account signs in; the secret the server checks codes with is stored encrypted, and a
+pg_dump of the database holds no secret, seed or recovery code."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import time
 from collections.abc import Callable
 
 import httpx
 import pytest
+from allauth.mfa.recovery_codes.internal.auth import RecoveryCodes
 from allauth.mfa.totp.internal.auth import TOTP, format_hotp_value, generate_totp_secret, hotp_value
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.db import connection
 
+from accounts import mfa_encryption
 from accounts.models import User
 from dosportal.testing.gateway import Gateway
+from dosportal.testing.gateway import test_database_url as database_url_of_this_run
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(shutil.which("pg_dump") is None, reason="pg_dump is not installed"),
+]
 
 PASSWORD = "correct horse battery staple 42"
 AUTHENTICATE = "/accounts/2fa/authenticate/"
@@ -54,6 +63,7 @@ def test_a_live_server_throttles_the_code_step_per_account_and_checks_codes_agai
     user = User.objects.create_user("totp-live@example.com", PASSWORD)
     secret = generate_totp_secret()
     TOTP.activate(user, secret)
+    recovery = RecoveryCodes.activate(user)
     with connection.cursor() as cursor:
         cursor.execute("SELECT data->>'secret' FROM mfa_authenticator WHERE user_id = %s", [user.pk])
         (stored,) = cursor.fetchone()
@@ -92,3 +102,12 @@ def test_a_live_server_throttles_the_code_step_per_account_and_checks_codes_agai
 
     assert (accepted.status_code, accepted.headers["location"]) == (302, "/")
     assert overview.status_code == 200
+
+    # What a backup of the database holds: no secret, no seed, no recovery code.
+    dump = subprocess.run(
+        ["pg_dump", "--data-only", "--dbname", database_url_of_this_run()], capture_output=True, text=True, check=True
+    ).stdout
+    seed = mfa_encryption.decrypt(recovery.instance.data["seed"])
+    assert "dosenc1:" in dump
+    for clear in (secret, other_secret, seed, *recovery.get_unused_codes()):
+        assert clear not in dump
