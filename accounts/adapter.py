@@ -1,4 +1,5 @@
-"""How allauth fits the portal: our client-IP rule, lower-case emails, and the pages' look."""
+"""How allauth fits the portal: our client-IP rule, lower-case emails, the pages' look, and
+two-factor secrets encrypted at rest."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from allauth.mfa.adapter import DefaultMFAAdapter
 from django.forms import BaseForm
 from django.http import HttpRequest
 
+from accounts import mfa_encryption
 from accounts.models import User
 from dosportal.clientip import client_ip
 
@@ -27,3 +29,11 @@ class PortalAccountAdapter(DefaultAccountAdapter):
 class PortalMFAAdapter(DefaultMFAAdapter):
     def get_totp_issuer(self) -> str:
         return "DOS AI"
+
+    # allauth passes the TOTP secret and the recovery codes' seed through these before
+    # storing and after loading them: they are kept encrypted at rest (accounts/mfa_encryption.py).
+    def encrypt(self, text: str) -> str:
+        return mfa_encryption.encrypt(text)
+
+    def decrypt(self, encrypted_text: str) -> str:
+        return mfa_encryption.decrypt(encrypted_text)

@@ -10,7 +10,7 @@ class AccountsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from accounts import receivers  # noqa: F401 - the security log and notices listen to allauth
+        from accounts import checks, receivers  # noqa: F401 - the security log and notices listen to allauth
 
 
 class PortalAdminConfig(admin_apps.AdminConfig):

@@ -111,6 +111,7 @@ class SecurityEvent(models.Model):
         SIGNED_IN = "signed_in", "Signed in"
         SIGN_IN_FAILED = "sign_in_failed", "Failed sign-in"
         SECOND_FACTOR_FAILED = "second_factor_failed", "Wrong two-factor code"
+        SECOND_FACTOR_THROTTLED = "second_factor_throttled", "Two-factor codes paused (too many)"
         SIGNED_OUT_OTHER_SESSIONS = "sessions_ended", "Signed out other sessions"
         EMAIL_VERIFIED = "email_verified", "Email verified"
         EMAIL_CHANGED = "email_changed", "Email changed"
@@ -158,6 +159,14 @@ class SecurityEvent(models.Model):
     def actor_label(self) -> str:
         if self.by_administrator:
             return "An administrator"
-        if self.kind in (self.Kind.SIGN_IN_FAILED, self.Kind.SECOND_FACTOR_FAILED):
+        if self.kind in ANONYMOUS_KINDS:
             return "Someone"
         return "You"
+
+
+# Events anyone who knows an address (and, for codes, its password) can cause: shown as "Someone".
+ANONYMOUS_KINDS = (
+    SecurityEvent.Kind.SIGN_IN_FAILED,
+    SecurityEvent.Kind.SECOND_FACTOR_FAILED,
+    SecurityEvent.Kind.SECOND_FACTOR_THROTTLED,
+)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from django.http import HttpRequest
 
-from accounts.models import SecurityEvent, User
+from accounts.models import ANONYMOUS_KINDS, SecurityEvent, User
 from dosportal.clientip import client_ip
 
 USER_AGENT_MAX = 300
@@ -49,8 +49,7 @@ def security_event_record(
     """
     if context is None:
         context = SecurityContext.from_request(request) if request is not None else SecurityContext()
-    anonymous_kinds = (SecurityEvent.Kind.SIGN_IN_FAILED, SecurityEvent.Kind.SECOND_FACTOR_FAILED)
-    by_administrator = kind not in anonymous_kinds and (context.actor is None or context.actor.pk != user.pk)
+    by_administrator = kind not in ANONYMOUS_KINDS and (context.actor is None or context.actor.pk != user.pk)
     return SecurityEvent.objects.create(
         user=user,
         kind=kind,

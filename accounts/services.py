@@ -86,3 +86,26 @@ def account_has_verified_email(user: User) -> bool:
     from allauth.account.models import EmailAddress
 
     return EmailAddress.objects.filter(user=user, email__iexact=user.email, verified=True).exists()
+
+
+def mfa_secrets_reencrypt() -> int:
+    """Rewrite every stored two-factor secret with the first of DOS_AI_MFA_ENCRYPTION_KEYS (the
+    second half of a key rotation; clear ones from before encryption are encrypted too).
+    Returns how many authenticators were rewritten. Each row is locked while it is rewritten,
+    so a recovery code used meanwhile is not lost."""
+    from allauth.mfa.models import Authenticator
+
+    from accounts import mfa_encryption
+
+    rewritten = 0
+    types = (Authenticator.Type.TOTP, Authenticator.Type.RECOVERY_CODES)
+    for pk in Authenticator.objects.filter(type__in=types).order_by("pk").values_list("pk", flat=True):
+        with transaction.atomic():
+            authenticator = Authenticator.objects.select_for_update().filter(pk=pk).first()
+            if authenticator is None:
+                continue
+            data = mfa_encryption.secrets_mapped(authenticator.data, mfa_encryption.reencrypt)
+            if data != authenticator.data:
+                Authenticator.objects.filter(pk=pk).update(data=data)
+                rewritten += 1
+    return rewritten

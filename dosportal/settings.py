@@ -13,7 +13,17 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from dosportal.clientip import parse_trusted_proxies
-from dosportal.env import envbool, envchoice, envdecimal, envfloat, envint, envlist, envstr
+from dosportal.env import (
+    envbool,
+    envchoice,
+    envdecimal,
+    envfernetkeys,
+    envfloat,
+    envint,
+    envlist,
+    envrate,
+    envstr,
+)
 from dosportal.logfilters import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -200,6 +210,8 @@ ACCOUNT_EMAIL_VERIFICATION = "mandatory"
 ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
 ACCOUNT_CONFIRM_EMAIL_ON_GET = False
 ACCOUNT_PREVENT_ENUMERATION = True
+# The same work (a password hash) for a taken address as for a fresh one: same page, same time.
+ACCOUNT_FORMS = {"signup": "accounts.forms.PortalSignupForm"}
 ACCOUNT_EMAIL_NOTIFICATIONS = True
 # A reset asked for an address with no account mails nobody (no mail to addresses we do not know).
 ACCOUNT_EMAIL_UNKNOWN_ACCOUNTS = False
@@ -222,6 +234,18 @@ MFA_PASSKEY_LOGIN_ENABLED = False
 MFA_WEBAUTHN_ALLOW_INSECURE_ORIGIN = DEBUG
 MFA_TOTP_ISSUER = "DOS AI"
 MFA_RECOVERY_CODE_COUNT = 10
+# The code step (authenticator and recovery codes, at sign-in and when confirming it's you) is
+# throttled by accounts/mfa_throttle.py per account and per client address; allauth's own limit
+# on it is "login_failed", switched off above with the password form's.
+MFA_FORMS = {
+    "authenticate": "accounts.mfa_throttle.ThrottledAuthenticateForm",
+    "reauthenticate": "accounts.mfa_throttle.ThrottledReauthenticateForm",
+}
+DOS_AI_MFA_RATE = envrate("DOS_AI_MFA_RATE", "5/15m")  # codes per account
+DOS_AI_MFA_IP_RATE = envrate("DOS_AI_MFA_IP_RATE", "30/15m")  # codes per client address (IPv6: per /64)
+# Fernet keys that encrypt TOTP secrets and recovery-code seeds at rest, newest first; all of them
+# decrypt. Empty: a key derived from SECRET_KEY (check --deploy warns). accounts/mfa_encryption.py.
+DOS_AI_MFA_ENCRYPTION_KEYS = envfernetkeys("DOS_AI_MFA_ENCRYPTION_KEYS")
 USERSESSIONS_TRACK_ACTIVITY = False  # accounts.middleware does it, throttled
 # Staff must have two-factor turned on before the Django admin lets them in.
 DOS_AI_REQUIRE_2FA_FOR_STAFF = envbool("DOS_AI_REQUIRE_2FA_FOR_STAFF", not DEBUG)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -183,6 +184,8 @@ def production_env(db: None) -> dict[str, str]:
         "DATABASE_URL": database_url_of_this_run(),
         "REDIS_URL": "redis://127.0.0.1:6379/0",
         "DOS_AI_UPSTREAM_URL": "http://127.0.0.1:9/v1",
+        # A dedicated key for two-factor secrets: without one, check --deploy warns (dosportal.W001).
+        "DOS_AI_MFA_ENCRYPTION_KEYS": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
     }
 
 
