@@ -391,7 +391,7 @@ async def proxy(call: ApiCall, *, endpoint: str, kind: str, parse: Callable[[dic
     metered.slot_keeper = ratelimit.keep_slot(caller.key_id, decision, metered)
     call.metered = True
     upstream_body = {**parsed.body, "model": model.upstream_name}
-    upstream = await upstream_for(model.id)
+    upstream = await upstream_for(model.id, caller.owner_id)
     if not parsed.stream:
         return await _complete(metered, upstream, upstream_body)
     if parsed.api != "responses":
