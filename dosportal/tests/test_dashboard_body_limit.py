@@ -47,7 +47,7 @@ def test_a_chunked_upload_is_cut_off_as_soon_as_it_passes_the_limit(gateway):
         "POST /login/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         "Content-Type: multipart/form-data; boundary=xyz\r\nTransfer-Encoding: chunked\r\n\r\n"
     )
-    chunk = b"--xyz\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a\"\r\n\r\n" + b"x" * 64_000
+    chunk = b'--xyz\r\nContent-Disposition: form-data; name="f"; filename="a"\r\n\r\n' + b"x" * 64_000
     sent = 0
     with connect(gateway) as sock:
         sock.sendall(head.encode())
