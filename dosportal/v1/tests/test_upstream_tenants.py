@@ -12,6 +12,7 @@ import pytest
 
 from accounts.models import User
 from apikeys.services import api_key_create
+from billing.models import UpstreamEndpoint
 from dosportal.testing.gateway import free_port
 from dosportal.testing.upstream import REPLY_WORDS, FakeUpstream, serving
 
@@ -31,13 +32,22 @@ def account_key(email: str) -> str:
     return api_key_create(owner=User.objects.create_user(email, "x-password-123456"), name="k")[1]
 
 
-def pooled(gateway_factory, urls: list[str], **env: str):
+@pytest.fixture
+def gateway(gateway_factory, fake_upstream, transactional_db):
+    """One server for the whole file: each test gives the model endpoints of its own
+    (`serve_from`), read afresh on every call, so no test inherits another's health."""
     return gateway_factory(
-        DOS_AI_UPSTREAM_URL=",".join(urls),
+        DOS_AI_UPSTREAM_URL=fake_upstream.url,
         DOS_AI_UPSTREAM_FAILURE_THRESHOLD="2",
         DOS_AI_UPSTREAM_CATALOGUE_SECONDS="0",
-        **env,
+        DOS_AI_UPSTREAM_TIMEOUT="0.5",
+        DOS_AI_HOST_LABEL="tenants",
     )
+
+
+def serve_from(served_models, urls: list[str]) -> None:
+    for url in urls:
+        UpstreamEndpoint.objects.create(served_model=served_models["dos-ai"], base_url=url)
 
 
 def call(gateway, key: str, content: str = "Hi") -> httpx.Response:
@@ -60,11 +70,11 @@ def healthz(gateway) -> httpx.Response:
 
 @pytest.mark.parametrize("endpoints", [1, 2], ids=["one-endpoint", "two-endpoints"])
 def test_an_account_whose_requests_crash_the_upstream_does_not_deny_the_others(
-    gateway_factory, served_models, servers, endpoints
+    gateway, served_models, servers, endpoints
 ):
     for server in servers:
         server.poison_marker = POISON
-    gateway = pooled(gateway_factory, [server.url for server in servers[:endpoints]])
+    serve_from(served_models, [server.url for server in servers[:endpoints]])
     poisoner, innocent = account_key("poisoner@example.com"), account_key("innocent@example.com")
     client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=innocent, max_retries=0)
 
@@ -81,10 +91,10 @@ def test_an_account_whose_requests_crash_the_upstream_does_not_deny_the_others(
     assert healthz(gateway).json()["status"] == "ok"
 
 
-def test_error_answers_seen_by_two_accounts_take_the_endpoint_out(gateway_factory, served_models, servers):
+def test_error_answers_seen_by_two_accounts_take_the_endpoint_out(gateway, served_models, servers):
     broken = servers[0]
     broken.mode = "error500"
-    gateway = pooled(gateway_factory, [broken.url])
+    serve_from(served_models, [broken.url])
     first, second = account_key("first@example.com"), account_key("second@example.com")
 
     alone = [call(gateway, first).status_code for _ in range(4)]
@@ -101,14 +111,12 @@ def test_error_answers_seen_by_two_accounts_take_the_endpoint_out(gateway_factor
 
 
 @pytest.mark.parametrize("fault", ["refused", "times_out", "busy"])
-def test_an_unreachable_slow_or_busy_endpoint_is_taken_out_whoever_calls(
-    gateway_factory, served_models, servers, fault
-):
+def test_an_unreachable_slow_or_busy_endpoint_is_taken_out_whoever_calls(gateway, served_models, servers, fault):
     server = servers[0]
     server.response_delay = 3.0 if fault == "times_out" else 0.0
     server.mode = "busy" if fault == "busy" else "ok"
     url = f"http://127.0.0.1:{free_port()}/v1" if fault == "refused" else server.url
-    gateway = pooled(gateway_factory, [url], DOS_AI_UPSTREAM_TIMEOUT="0.5")
+    serve_from(served_models, [url])
     key = account_key("one@example.com")
 
     statuses = [call(gateway, key).status_code for _ in range(2)]
@@ -119,10 +127,10 @@ def test_an_unreachable_slow_or_busy_endpoint_is_taken_out_whoever_calls(
     assert out.json()["upstreams"]["dos-ai"] == {"configured": 1, "healthy": 0}
 
 
-def test_when_every_endpoint_is_out_a_call_still_tries_the_least_bad_one(gateway_factory, served_models, servers):
+def test_when_every_endpoint_is_out_a_call_still_tries_the_least_bad_one(gateway, served_models, servers):
     for server in servers:
         server.mode = "busy"
-    gateway = pooled(gateway_factory, [server.url for server in servers])
+    serve_from(served_models, [server.url for server in servers])
     key = account_key("one@example.com")
     refused = [call(gateway, key).status_code for _ in range(2)]  # each tries both: both are out
     tries_before = sum(posts(server) for server in servers)
