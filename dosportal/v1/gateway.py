@@ -1,13 +1,13 @@
 """One /v1 call from admission to settlement.
 
 Order of checks, each answering in the API's error shape:
-method (405) → key (401 invalid_api_key or expired_api_key; 429 instead of the 401 when the
-client address is blocked after failed keys) → the key's allowed client addresses (403
-ip_not_allowed) → body size (413) → JSON and fields (400) → model (404, or 400 for the wrong
-kind; then 403 model_not_allowed) → the key's cap on requests in flight (429
-concurrency_limit_exceeded) and rate limits (429), one Redis script → the key's spend limit
-(402 key_spend_limit_exceeded) and the account's credit (402 insufficient_balance), one
-reservation statement → upstream (502/504, or its own 4xx). A database that cannot be reached is 503.
+method (405) → key (401 invalid_api_key — 429 from an address blocked after failed keys — or
+expired_api_key) → the key's allowed client addresses (403 ip_not_allowed) → body size (413)
+→ JSON and fields (400) → model (404, or 400 for the wrong kind; then 403 model_not_allowed)
+→ the key's cap on requests in flight (429 concurrency_limit_exceeded) and rate limits (429),
+one Redis script → the key's spend limit (402 key_spend_limit_exceeded) and the account's
+credit (402 insufficient_balance), one reservation statement → upstream (502/504, or its own
+4xx). A database that cannot be reached is 503.
 
 What one metered call costs (PostgreSQL; see dosportal.v1.store), before the answer starts:
   PostgreSQL  1 round trip  lookup: key + owner's limits + served model, one SELECT
