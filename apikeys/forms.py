@@ -14,6 +14,7 @@ from apikeys.models import NAME_MAX_LENGTH, ApiKey, SpendPeriod
 from apikeys.services import UNSET, KeySettings, check_key_name_free, clean_key_settings
 from billing.models import ServedModel
 from billing.money import InvalidAmount, micros_to_usd, usd_to_micros
+from dosportal.clientip import parse_networks
 
 EXPIRY_CHOICES = [
     ("never", "No expiry"),
@@ -212,6 +213,9 @@ class ApiKeyCreateForm(ApiKeySettingsForm):
 
 
 class ApiKeyEditForm(ApiKeySettingsForm):
+    """A key's name and settings. Loosening a fence (`loosened_fences`) needs a fresh sign-in,
+    as creating a key does (apikeys.settings_views.key_edit); tightening or renaming does not."""
+
     name = key_name_field(label="Name")
     field_order = ["name"]
 
@@ -226,6 +230,51 @@ class ApiKeyEditForm(ApiKeySettingsForm):
         assert self.api_key is not None
         check_key_name_free(owner=self.api_key.owner, name=name, exclude_id=self.api_key.pk)
         return name
+
+    def loosened_fences(self) -> list[str]:
+        """The settings this valid form would remove or widen on the key, by field name.
+
+        Loosening: an expiry removed or moved later; allowed addresses removed or any new range
+        not inside an old one; allowed models removed or a model added; the concurrency cap
+        removed or raised; the spend limit removed or raised, or its period changed at all
+        (a longer period is what a stolen session would use to lift a daily cap, and a shorter
+        one resets more often: comparing limits across periods is not worth a mistake).
+        Adding a fence where there was none, lowering or narrowing one is tightening."""
+        assert self.api_key is not None
+        key, changes = self.api_key, self.changes
+        loosened = []
+        expires_at = changes["expires_at"]
+        if (
+            key.expires_at is not None
+            and expires_at is not UNSET
+            and (expires_at is None or expires_at > key.expires_at)
+        ):
+            loosened.append("expires_at")
+        if key.allowed_ips is not None and not _networks_within(changes["allowed_ips"], key.allowed_ips):
+            loosened.append("allowed_ips")
+        wanted_models = changes["allowed_models"]
+        if key.allowed_models is not None and (wanted_models is None or set(wanted_models) - set(key.allowed_models)):
+            loosened.append("allowed_models")
+        cap = changes["max_concurrency"]
+        if key.max_concurrency is not None and (cap is None or cap > key.max_concurrency):
+            loosened.append("max_concurrency")
+        limit = changes["spend_limit_micros"]
+        if key.spend_limit_micros is not None and (
+            limit is None or limit > key.spend_limit_micros or changes["spend_period"] != key.spend_period
+        ):
+            loosened.append("spend_limit")
+        return loosened
+
+
+def _networks_within(wanted: list[str] | None, allowed: list[str]) -> bool:
+    """Every network of `wanted` lies inside one of `allowed` (None: any address, so no)."""
+    if wanted is None:
+        return False
+    fences = parse_networks(allowed)
+    return all(
+        any(network.version == fence.version and network.subnet_of(fence) for fence in fences)  # type: ignore[arg-type]
+        for network in parse_networks(wanted)
+    )
 
 
 class ApiKeyRollForm(forms.Form):

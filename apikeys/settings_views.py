@@ -54,6 +54,11 @@ def key_edit(request: HtmxHttpRequest, key_id: int) -> HttpResponse:
         return vary_on_htmx(render(request, template, {"api_key": api_key, "form": form}))
 
     form = ApiKeyEditForm(request.POST, api_key=api_key)
+    if form.is_valid() and form.loosened_fences() and not recently_authenticated(request):
+        # Removing or widening a fence is what a stolen session would do first: as for a new
+        # key, the password (or second factor) again. Nothing is saved; the form is filled in anew.
+        messages.info(request, "Confirm it's you to remove or widen a key's limits.")
+        return reauthenticate_then(request, reverse("key_edit", args=[api_key.pk]))
     if form.is_valid():
         changes = {field: value for field, value in form.changes.items() if value is not UNSET}
         try:

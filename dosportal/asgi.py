@@ -12,7 +12,11 @@ Requests are routed by path before any middleware runs:
   it does not know goes to a bare Django handler (its 404); under autorefresh (development)
   every static path goes to one with only WhiteNoise in front of it.
 - Everything else (the dashboard, the admin) goes through the full middleware stack:
-  sessions, CSRF, authentication, messages, clickjacking and security headers.
+  sessions, CSRF, authentication, messages, clickjacking and security headers. Django reads
+  a whole body (into a temporary file past FILE_UPLOAD_MAX_MEMORY_SIZE) before any middleware
+  or view can refuse it — a CSRF failure included — so a body over
+  `DOS_AI_MAX_DASHBOARD_BODY_BYTES` is refused here with a plain 413 page, like /v1's: at once
+  when Content-Length declares it, or as soon as the running total of a chunked body passes it.
 
 Lifespan: at shutdown each worker gives settlements that still wait for the database one
 more try and closes its database pool (what is still waiting stays in its spool file).
@@ -203,19 +207,66 @@ async def _send_too_large(send: Send) -> None:
     import uuid
 
     body = _too_large_body()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"x-request-id", f"req_{uuid.uuid4().hex}".encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
+    await _send_413(send, body, b"application/json", [(b"x-request-id", f"req_{uuid.uuid4().hex}".encode())])
+
+
+async def _send_page_too_large(send: Send) -> None:
+    limit = settings.DOS_AI_MAX_DASHBOARD_BODY_BYTES
+    body = (
+        '<!doctype html><html lang="en"><meta charset="utf-8"><title>Request too large</title>'
+        f"<h1>Request too large</h1><p>This request's body is larger than the limit of {limit} bytes.</p>"
+    ).encode()
+    await _send_413(send, body, b"text/html; charset=utf-8", [(b"cache-control", b"no-store")])
+
+
+async def _send_413(send: Send, body: bytes, content_type: bytes, extra: list[tuple[bytes, bytes]]) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *extra]
+    # The rest of the body is never read: the connection cannot carry another request.
+    headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def _declared_length(scope: Scope) -> int:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return 0  # the server has refused a malformed one before it got here
+    return 0
+
+
+async def serve_bounded(
+    app: Callable[[Scope, Receive, Send], Awaitable[None]],
+    limit: int,
+    refuse: Callable[[Send], Awaitable[None]],
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+) -> None:
+    """`app`, with a body over `limit` bytes refused by `refuse` as soon as its size is known:
+    from Content-Length before a byte is read, or as the running total of what arrives."""
+    if _declared_length(scope) > limit:
+        return await refuse(send)
+    received = 0
+    refused = False
+
+    async def bounded_receive() -> Message:
+        nonlocal received, refused
+        if refused:
+            return {"type": "http.disconnect"}
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                # Answer now and tell Django the client left: it stops reading and sends nothing.
+                refused = True
+                await refuse(send)
+                return {"type": "http.disconnect"}
+        return message
+
+    return await app(scope, bounded_receive, send)
 
 
 class Router:
@@ -233,45 +284,20 @@ class Router:
         if scope["type"] == "http":
             path = scope["path"]
             if API_PATH.match(path):
-                return await self.serve_api(scope, receive, send)
+                return await serve_bounded(
+                    self.api, settings.DOS_AI_MAX_REQUEST_BYTES, _send_too_large, scope, receive, send
+                )
             if path == "/healthz":
                 return await asgi_healthz(scope, send)
+            page_limit = settings.DOS_AI_MAX_DASHBOARD_BODY_BYTES
             if path.startswith(self.static_prefix):
                 if await self.static.serve(scope, send):
                     return None
-                return await self.plain(scope, receive, send)
-        elif scope["type"] == "lifespan":
+                return await serve_bounded(self.plain, page_limit, _send_page_too_large, scope, receive, send)
+            return await serve_bounded(self.site, page_limit, _send_page_too_large, scope, receive, send)
+        if scope["type"] == "lifespan":
             return await self.lifespan(receive, send)
         return await self.site(scope, receive, send)
-
-    async def serve_api(self, scope: Scope, receive: Receive, send: Send) -> None:
-        limit = settings.DOS_AI_MAX_REQUEST_BYTES
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = 0
-                if declared > limit:
-                    return await _send_too_large(send)
-        received = 0
-        refused = False
-
-        async def bounded_receive() -> Message:
-            nonlocal received, refused
-            if refused:
-                return {"type": "http.disconnect"}
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    # Answer now and tell Django the client left: it stops reading and sends nothing.
-                    refused = True
-                    await _send_too_large(send)
-                    return {"type": "http.disconnect"}
-            return message
-
-        await self.api(scope, bounded_receive, send)
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
         while True:

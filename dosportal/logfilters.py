@@ -1,10 +1,19 @@
-"""Logging: raw API keys never reach a log line, and `LOG_FORMAT=json` gives one JSON object per line.
+r"""Logging: raw API keys never reach a log line, and `LOG_FORMAT=json` gives one JSON object per line.
 
 `logging_config()` builds the `LOGGING` dict of the settings. It puts `RedactKeys` on every
 handler it configures, including the ones it gives uvicorn's `uvicorn.error` and
 `uvicorn.access` loggers (Django applies `LOGGING` after uvicorn has set up its own
 logging, so these replace uvicorn's handlers in every worker). A filter on a handler sees
 every record that handler emits, propagated ones included; a filter on a logger would not.
+
+No value can forge a line. Both formatters escape control characters — C0 (newline, CR, ESC,
+BS…), DEL, C1 and the Unicode line/paragraph separators U+2028/U+2029 — in every value they
+write (`escape_controls`: a newline → `\n`, ESC → `\x1b`, U+2028 → `\u2028`), so a request for
+`/v1/FORGE%0A2026-12-02 06:00:00,000 ERROR …` stays on its own line. A record is one line, but
+for a traceback or stack: in the text format its lines follow the record's, each indented by
+two spaces (so only a record's first line ever starts with a timestamp), with the same escapes
+within each line; in JSON it is one string field. JSON lines also carry DEL, C1 and U+2028/9 as
+`\uXXXX` escapes, never raw (json.dumps with ensure_ascii=False would leave them).
 
 The gateway logs one line per /v1 call with `log_api_call(logger, **fields)`. Started with
 `--log-config deploy/uvicorn-logging.json`, uvicorn's parent process uses these too, so even
@@ -54,6 +63,29 @@ def redact(text: str) -> str:
     return KEY_RE.sub(REDACTED, text) if "_" in text else text
 
 
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROLS_BUT_NEWLINE = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# What json.dumps(ensure_ascii=False) leaves raw and some readers take as a line break.
+_JSON_RAW = re.compile(r"[\x7f-\x9f\u2028\u2029]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    return _NAMED_ESCAPES.get(char) or (f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}")
+
+
+def escape_controls(text: str, *, keep_newlines: bool = False) -> str:
+    """`text` with every control character written as an escape (`\\n`, `\\x1b`, `\\u2028`)."""
+    return (_CONTROLS_BUT_NEWLINE if keep_newlines else _CONTROLS).sub(_escape, text)
+
+
+def _indented(block: str) -> str:
+    """A traceback or stack under its record: every line indented, escaped within itself."""
+    return "\n".join("  " + escape_controls(line) for line in block.rstrip("\n").split("\n"))
+
+
 class RedactKeys(logging.Filter):
     """Replace anything shaped like an API key in a record's message, arguments, exception,
     stack and known fields. The message is rendered here (arguments of any type, however
@@ -88,7 +120,16 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
+        record.message = record.getMessage()
+        record.asctime = self.formatTime(record, self.datefmt)
+        line = escape_controls(self.formatMessage(record))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line += "\n" + _indented(record.exc_text)
+        if record.stack_info:
+            line += "\n" + _indented(self.formatStack(record.stack_info))
+        return redact(line)
 
 
 class JsonFormatter(logging.Formatter):
@@ -98,21 +139,22 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
             "time": _utc(record.created),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
+            "level": escape_controls(record.levelname),
+            "logger": escape_controls(record.name),
+            "message": escape_controls(record.getMessage()),
         }
         for name in FIELDS:
             value = record.__dict__.get(name)
             if value is not None:
-                line[name] = value
+                line[name] = escape_controls(value) if isinstance(value, str) else value
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
-            line["exception"] = record.exc_text
+            line["exception"] = escape_controls(record.exc_text, keep_newlines=True)
         if record.stack_info:
-            line["stack"] = record.stack_info
-        return redact(json.dumps(line, default=str, ensure_ascii=False))
+            line["stack"] = escape_controls(record.stack_info, keep_newlines=True)
+        text = json.dumps(line, default=str, ensure_ascii=False)
+        return redact(_JSON_RAW.sub(lambda match: f"\\u{ord(match.group()):04x}", text))
 
 
 def _utc(timestamp: float) -> str:

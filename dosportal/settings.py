@@ -334,6 +334,9 @@ DOS_AI_AUTH_FAILURES_PER_MINUTE = envint("DOS_AI_AUTH_FAILURES_PER_MINUTE", 30, 
 # A request in flight holds its slot under a per-key concurrency cap for this long unless its worker
 # renews it (every third of it); a killed worker's slots free themselves after at most this.
 DOS_AI_CONCURRENCY_LEASE_SECONDS = envfloat("DOS_AI_CONCURRENCY_LEASE_SECONDS", 60.0, minimum=0.3)
+# A dashboard or admin request body (forms, file uploads) larger than this is refused with 413
+# before it is read (dosportal.asgi): Django would otherwise spool it whole to a temporary file.
+DOS_AI_MAX_DASHBOARD_BODY_BYTES = envint("DOS_AI_MAX_DASHBOARD_BODY_BYTES", 4 * 1024 * 1024, minimum=1024)
 # Django reads request bodies up to this size before refusing; /v1 applies its own
 # (smaller, configurable) limit and answers 413 in the API's error shape.
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(DOS_AI_MAX_REQUEST_BYTES, 2_621_440)

@@ -35,8 +35,12 @@ class FakeUpstream(ThreadingHTTPServer):
         self.reset()
 
     def reset(self) -> None:
-        # ok | error500 | context_length | unauthorized | garbage | no_usage | truncate (= cut: streams stop early)
+        # ok | error500 | busy (503) | context_length | unauthorized | garbage | no_usage
+        # | truncate (= cut: streams stop early)
         self.mode = "ok"
+        # A request whose body contains this text gets a 500 whatever the mode: a tenant whose
+        # requests crash the server (tests of dosportal.v1.pool's health rule).
+        self.poison_marker = ""
         self.chunk_delay = 0.0
         self.response_delay = 0.0
         self.requests: list[dict[str, Any]] = []
@@ -70,8 +74,10 @@ class _Handler(BaseHTTPRequestHandler):
         server.requests.append({"path": self.path, "body": body, "headers": dict(self.headers)})
         if server.response_delay:
             time.sleep(server.response_delay)
-        if server.mode == "error500":
+        if server.mode == "error500" or (server.poison_marker and server.poison_marker in json.dumps(body)):
             return self._json(500, {"error": {"message": "CUDA out of memory", "type": "server_error"}})
+        if server.mode == "busy":
+            return self._json(503, {"error": {"message": "server busy", "type": "server_error"}})
         if server.mode == "unauthorized":
             return self._json(401, {"error": {"message": "bad upstream key", "type": "auth"}})
         if server.mode == "context_length":

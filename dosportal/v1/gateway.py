@@ -1,7 +1,7 @@
 """One /v1 call from admission to settlement.
 
 Order of checks, each answering in the API's error shape:
-method (405) → client address blocked after failed keys (429) → key (401 invalid_api_key, or
+method (405) → key (401 invalid_api_key — 429 from an address blocked after failed keys — or
 expired_api_key) → the key's allowed client addresses (403 ip_not_allowed) → body size (413)
 → JSON and fields (400) → model (404, or 400 for the wrong kind; then 403 model_not_allowed)
 → the key's cap on requests in flight (429 concurrency_limit_exceeded) and rate limits (429),
@@ -99,18 +99,20 @@ def bearer_token(request: HttpRequest) -> str:
 
 
 async def _refuse_key(call: ApiCall, error: ApiError) -> ApiError:
-    """A 401, counted against the client address; past its limit the address gets 429."""
-    wait = await ratelimit.auth_failures.failed(call.client_ip)
+    """A 401, counted against the client address; past its limit the address gets 429.
+    An address already blocked is refused without counting again (no round trip)."""
+    wait = ratelimit.auth_failures.retry_after(call.client_ip)
+    if wait is None:
+        wait = await ratelimit.auth_failures.failed(call.client_ip)
     return errors.too_many_failed_keys(wait) if wait is not None else error
 
 
 async def authenticate(
     call: ApiCall, *, model: str | None = None, catalogue: bool = False
 ) -> tuple[Caller, ModelRow | None, list[ModelRow]]:
-    """The caller, with the requested model (and the catalogue) from the same round trip."""
-    blocked = ratelimit.auth_failures.retry_after(call.client_ip)
-    if blocked is not None:
-        raise errors.too_many_failed_keys(blocked)
+    """The caller, with the requested model (and the catalogue) from the same round trip.
+    A key that is found is served even from an address blocked after failed keys: the block
+    only answers the requests whose key is not known good (ratelimit.AuthFailureGuard)."""
     try:
         raw_key = bearer_token(call.request)
     except ApiError as error:
@@ -573,7 +575,7 @@ async def proxy(call: ApiCall, *, endpoint: str, kind: str, parse: Callable[...,
     if parsed.stream and parsed.api != "responses":
         upstream_body["stream_options"] = {**(parsed.body.get("stream_options") or {}), "include_usage": True}
     async with metered.released_on_failure():
-        upstream = await upstream_for(model.id)
+        upstream = await upstream_for(model.id, caller.owner_id)
         if not parsed.stream:
             payload = await upstream.request(endpoint, upstream_body)
             counted = _answer_usage(metered, payload)

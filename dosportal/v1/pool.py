@@ -11,9 +11,23 @@ of `DOS_AI_UPSTREAM_URL` (a comma-separated list), else the built-in development
   would see a spliced answer. A retried call is settled once, for the answer delivered.
 - **Health:** `DOS_AI_UPSTREAM_FAILURE_THRESHOLD` failures in a row take an endpoint out for a
   cooldown (5 s, doubling per failed trial up to 60 s); then a single request tries it (half-open):
-  success puts it back, failure doubles the cooldown. A client error (4xx other than 429) is
-  the request's fault, not the server's: it counts as a success. With
-  `DOS_AI_UPSTREAM_PROBE_SECONDS` set, each worker also probes `GET {base}/models` that often.
+  success puts it back, failure doubles the cooldown. With `DOS_AI_UPSTREAM_PROBE_SECONDS` set,
+  each worker also probes `GET {base}/models` that often.
+- **What counts as a failure** — one tenant must not be able to take the upstream away from the
+  others by sending requests that make it fail:
+  - always: the server cannot be reached, does not answer in time, or answers that it is
+    overloaded or gone (429, 502, 503, 504) — whoever sent the request, the server is not serving;
+  - never: a client error (4xx other than 429) is the request's fault: it counts as a success;
+  - another 5xx (500, 501…; `upstream.AnsweredWithError`) is an answer the request itself may
+    have provoked. It counts only when (a) the same request then succeeded on another endpoint
+    (the request was fine, this endpoint was not), or (b) since the endpoint's last success, a
+    different caller (account) also had such an answer from it within `FAULT_WINDOW` seconds.
+    Otherwise it changes nothing: a poisoning account's own 500s, however many, neither take
+    the endpoint out nor extend its cooldown, and every other account's successes go on.
+- **Never no endpoint to try:** when every endpoint of a model is out, a call still tries the
+  one whose cooldown ends first (without extending it when that fails) rather than answering
+  502 untried: a breaker orders the endpoints, it never refuses a call by itself. The price is
+  that while a model's only server is really down each call waits for its connection error.
 - State changes are written to the shared cache, so the admin and `/healthz` see them; the
   decisions themselves use this worker's own view (no round trip on the hot path).
 """
@@ -35,13 +49,15 @@ from dosportal import metrics
 from dosportal.v1 import errors
 from dosportal.v1.errors import ApiError
 from dosportal.v1.loops import PerEventLoop
-from dosportal.v1.upstream import HttpUpstream, UpstreamStream, http_upstream
+from dosportal.v1.upstream import AnsweredWithError, HttpUpstream, UpstreamStream, http_upstream
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 FIRST_COOLDOWN = 5.0
 LAST_COOLDOWN = 60.0
+FAULT_WINDOW = 60.0  # seconds: how long an error answer to one caller waits for another's to count
+MAX_FAULTED_CALLERS = 1000  # bounded memory: the rule needs two callers, not all of them
 HEALTH_CACHE_SECONDS = 300
 
 
@@ -67,6 +83,9 @@ class Endpoint:
     down_until: float = 0.0  # 0: healthy
     trial: bool = False  # a half-open trial request is out
     last_used: float = 0.0
+    # Callers (account ids) that had an error answer (AnsweredWithError) since the last success,
+    # with when they last had one.
+    faulted_by: dict[int | None, float] = field(default_factory=dict)
     label: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -88,6 +107,8 @@ class Endpoint:
     def succeeded(self) -> None:
         changed = bool(self.down_until)
         self.failures, self.cooldown, self.down_until, self.trial = 0, 0.0, 0.0, False
+        if self.faulted_by:
+            self.faulted_by.clear()
         if changed:
             logger.warning("upstream %s is healthy again", self.label)
             _publish(self)
@@ -95,6 +116,8 @@ class Endpoint:
     def failed(self) -> None:
         self.failures += 1
         was_trial, self.trial = self.trial, False
+        if self.down_until and not was_trial:
+            return  # tried while out (every endpoint was): it stays out, its cooldown unchanged
         if was_trial or self.failures >= settings.DOS_AI_UPSTREAM_FAILURE_THRESHOLD:
             self.cooldown = min(LAST_COOLDOWN, self.cooldown * 2 if self.cooldown else FIRST_COOLDOWN)
             self.down_until = time.monotonic() + self.cooldown
@@ -102,6 +125,22 @@ class Endpoint:
                 "upstream %s taken out for %.0f s after %d failures in a row", self.label, self.cooldown, self.failures
             )
             _publish(self)
+
+    def answered_with_error(self, caller: int | None) -> bool:
+        """An error answer the request may have provoked: counted as a failure (True) only when
+        another caller also had one since the last success, within FAULT_WINDOW (rule (b))."""
+        now = time.monotonic()
+        recent = {c: at for c, at in self.faulted_by.items() if now - at < FAULT_WINDOW}
+        recent.pop(caller, None)
+        if len(recent) >= MAX_FAULTED_CALLERS:
+            recent.pop(next(iter(recent)))
+        recent[caller] = now
+        self.faulted_by = recent
+        if len(recent) >= 2:
+            self.failed()
+            return True
+        self.trial = False  # the trial told nothing about the server: the next call may try it
+        return False
 
 
 # Health is per worker process (one view shared by its event loops); clients are per event loop.
@@ -155,11 +194,18 @@ def _publish(endpoint: Endpoint) -> None:
 _background: set[asyncio.Task[Any]] = set()
 
 
-def choose(endpoints: list[Endpoint], exclude: list[Endpoint]) -> Endpoint | None:
+def choose(endpoints: list[Endpoint], exclude: list[Endpoint], *, force: bool = False) -> Endpoint | None:
+    """The endpoint to try next; None when none is usable — unless `force` (the call's first
+    try): then the one whose cooldown ends first, so a model is never left with nothing to try."""
     now = time.monotonic()
     usable = [e for e in endpoints if e not in exclude and e.usable(now)]
     if not usable:
-        return None
+        rest = [e for e in endpoints if e not in exclude]
+        if not force or not rest:
+            return None
+        least_bad = min(rest, key=lambda e: (e.down_until, (e.in_flight + 1) / e.config.weight))
+        least_bad.last_used = now
+        return least_bad
     # Healthy ones first; a cooled-down one only gets its single trial when it is the pick.
     chosen = min(usable, key=lambda e: (not e.healthy, (e.in_flight + 1) / e.config.weight, e.last_used))
     if not chosen.healthy:
@@ -189,8 +235,9 @@ class CountedStream:
 class PooledUpstream:
     """The Upstream interface over a model's endpoints, with failover before the first byte."""
 
-    def __init__(self, configs: list[EndpointConfig]):
+    def __init__(self, configs: list[EndpointConfig], caller_id: int | None = None):
         self.endpoints = [endpoint_for(config) for config in configs]
+        self.caller_id = caller_id  # the account calling: whose error answers these are
         _maybe_probe(self.endpoints)
 
     async def request(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -205,10 +252,11 @@ class PooledUpstream:
     async def _attempt(self, operation: Callable[[HttpUpstream, float], Awaitable[T]]) -> tuple[T, Endpoint]:
         deadline = time.monotonic() + settings.DOS_AI_UPSTREAM_DEADLINE
         tried: list[Endpoint] = []
+        unjudged: list[Endpoint] = []  # error answers not counted yet: rule (a) if a retry succeeds
         last_error: ApiError | None = None
         while len(tried) < 2:  # the first try and at most one retry
             remaining = deadline - time.monotonic()
-            endpoint = choose(self.endpoints, tried) if remaining > 0 else None
+            endpoint = choose(self.endpoints, tried, force=not tried) if remaining > 0 else None
             if endpoint is None:
                 break
             tried.append(endpoint)
@@ -222,7 +270,10 @@ class PooledUpstream:
                 if not error.retryable:
                     endpoint.succeeded()  # the server answered; the request was at fault
                     raise
-                endpoint.failed()
+                if not isinstance(error, AnsweredWithError):
+                    endpoint.failed()
+                elif not endpoint.answered_with_error(self.caller_id):
+                    unjudged.append(endpoint)
                 last_error = error
                 logger.warning(
                     "upstream %s failed (%s); %s",
@@ -237,6 +288,8 @@ class PooledUpstream:
                 raise
             _observe(endpoint, ok=True, seconds=time.monotonic() - started)
             endpoint.succeeded()
+            for faulty in unjudged:  # the same request was fine here: the error was the endpoint's
+                faulty.failed()
             return result, endpoint
         if last_error is not None:
             raise last_error
@@ -278,8 +331,9 @@ def health_of(base_url: str) -> dict[str, Any] | None:
         return None
 
 
-async def upstream_for(model_id: int) -> Any:
-    """The upstream that serves this model: its endpoints, the configured URLs, or the dev model."""
+async def upstream_for(model_id: int, caller_id: int | None = None) -> Any:
+    """The upstream that serves this model: its endpoints, the configured URLs, or the dev model.
+    `caller_id` (the calling account) tells one caller's error answers from another's."""
     from dosportal.v1.store import get_store
     from dosportal.v1.upstream import configured_urls
 
@@ -293,4 +347,4 @@ async def upstream_for(model_id: int) -> Any:
 
             return DevelopmentModel(delay=settings.DOS_AI_DEV_MODEL_DELAY)
         configs = [EndpointConfig(url, settings.DOS_AI_UPSTREAM_API_KEY) for url in urls]
-    return PooledUpstream(configs)
+    return PooledUpstream(configs, caller_id)

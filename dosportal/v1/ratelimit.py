@@ -29,6 +29,7 @@ the limiter must not take the whole API down.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import math
 import threading
@@ -490,15 +491,40 @@ def keep_slot(key_id: int, decision: Decision | None, owner: object) -> asyncio.
     return asyncio.ensure_future(renew())
 
 
+def counted_address(client: str) -> str:
+    """The client address as the failed-key guard counts it: IPv4 whole, IPv6 by its /64.
+
+    One host (or one customer's network) is usually given a whole IPv6 /64, so counting single
+    IPv6 addresses would let one client make 2^64 fresh guesses; the dashboard's throttles
+    (accounts.throttle) count the same way."""
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return client  # "" (peer unknown) or something unparsable: counted as itself
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
 class AuthFailureGuard:
     """Failed authentications per client address, so wrong keys cannot be tried without limit.
 
-    Each 401 counts against the client address in the limiter's store (Redis: shared by every
-    worker). Past `DOS_AI_AUTH_FAILURES_PER_MINUTE` in one window the address is refused with
-    429 until the window ends — every request from it, since its key cannot be judged without
-    the lookup it is being refused. The block is remembered in process memory, so a refused
-    address costs no Redis or database round trip, and a valid key from another address never
-    pays anything for this guard.
+    Each 401 for a missing, malformed, unknown or revoked key counts against the client address
+    (IPv4 per address, IPv6 per /64: `counted_address`) in the limiter's store (Redis: shared by
+    every worker). Past `DOS_AI_AUTH_FAILURES_PER_MINUTE` in one window the address is blocked
+    until the window ends; the block is remembered in process memory.
+
+    The rule while an address is blocked (so one client behind an office NAT cannot lock its
+    neighbours out, and a guess still costs nothing):
+    - a missing or malformed key, or one with a wrong checksum, is refused with 429 at once —
+      no Redis, no database;
+    - a well-formed key is looked up as usual (the one SELECT a valid call pays anyway): a key
+      that is found is served (or gets its own answer: expired, address not allowed), and one
+      that is not found (unknown, revoked) is refused with 429 without counting it again.
+    A valid key therefore costs no extra round trip for this guard, from any address, blocked
+    or not. What a blocked guesser can still cost is one indexed SELECT per well-formed guess
+    (a checksum can be computed by anyone), the same as an unblocked one: a key's 155 random
+    bits make guessing hopeless, and the guard is there to keep 401 floods cheap and visible.
     """
 
     def __init__(self) -> None:
@@ -506,6 +532,7 @@ class AuthFailureGuard:
 
     def retry_after(self, client: str) -> int | None:
         """Seconds until a blocked address may try again; None when it is not blocked."""
+        client = counted_address(client)
         until = self.blocked_until.get(client)
         if until is None:
             return None
@@ -517,6 +544,7 @@ class AuthFailureGuard:
 
     async def failed(self, client: str) -> int | None:
         """Count a failure; the seconds to wait when the address is now over its limit."""
+        client = counted_address(client)
         try:
             failures, reset_ms = await get_limiter().count_auth_failure(client)
         except (redis.exceptions.RedisError, OSError) as error:

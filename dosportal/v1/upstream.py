@@ -34,6 +34,14 @@ class UpstreamStreamError(Exception):
         self.api_error = api_error
 
 
+class AnsweredWithError(ApiError):
+    """A 5xx answer that is not an overload answer (500, 501, 505…): the server is up and
+    answered, and the request itself may have provoked the error. dosportal.v1.pool counts it
+    against the endpoint's health only under its rule for such answers; an unreachable server,
+    a time-out and an overload answer (429, 502, 503, 504) are plain retryable `ApiError`s that
+    always count."""
+
+
 class UpstreamStream(Protocol):
     def batches(self) -> AsyncIterator[list[bytes]]:
         """The `data:` payloads of the SSE stream, without the final [DONE], in the groups in
@@ -48,6 +56,10 @@ class Upstream(Protocol):
     async def request(self, path: str, body: dict[str, Any]) -> dict[str, Any]: ...
 
     async def open_stream(self, path: str, body: dict[str, Any]) -> UpstreamStream: ...
+
+
+# "Busy, come back later" (429, 503) and a proxy in front of the server saying it is gone (502, 504).
+OVERLOAD_STATUSES = frozenset({429, 502, 503, 504})
 
 
 def map_upstream_status(status: int, content: bytes) -> ApiError:
@@ -69,6 +81,9 @@ def map_upstream_status(status: int, content: bytes) -> ApiError:
     if status in (408,):
         return errors.upstream_timeout(retryable=True)
     logger.warning("upstream answered HTTP %s: %s", status, message[:200])
+    if status >= 500 and status not in OVERLOAD_STATUSES:
+        plain = errors.upstream_unavailable()
+        return AnsweredWithError(plain.status, plain.message, plain.type, plain.code, retryable=True)
     return errors.upstream_unavailable(retryable=status >= 500 or status == 429)
 
 

@@ -10,6 +10,8 @@ import httpx
 import openai
 import pytest
 
+from accounts.models import User
+from apikeys.services import api_key_create
 from billing.models import ServedModel, UpstreamEndpoint, UsageRecord
 from dosportal.testing.gateway import free_port
 from dosportal.testing.upstream import REPLY_WORDS, FakeUpstream, serving
@@ -132,9 +134,11 @@ def test_healthz_says_degraded_then_unavailable(gateway_factory, api_key, farm, 
 
     degraded = httpx.get(f"{gateway.url}/healthz")
     second.mode = "error500"
-    for _ in range(2):
+    # Error answers count against an endpoint when more than one account sees them (dosportal.v1.pool).
+    other = api_key_create(owner=User.objects.create_user("other@example.com", "x-password-123456"), name="k")[1]
+    for each in (client, sdk(gateway, other), client):
         with pytest.raises(openai.APIStatusError):
-            chat(client)
+            chat(each)
     time.sleep(1.1)
     unavailable = httpx.get(f"{gateway.url}/healthz")
 
