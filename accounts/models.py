@@ -125,6 +125,7 @@ class SecurityEvent(models.Model):
         KEY_ROLLED = "key_rolled", "API key rolled"
         KEY_REVOKED = "key_revoked", "API key revoked"
         KEY_UPDATED = "key_updated", "API key settings changed"
+        KEY_LEAKED = "key_leaked", "API key found published and revoked"
         CREDIT_GRANTED = "credit_granted", "Credit granted"
         LIMITS_CHANGED = "limits_changed", "Limits changed"
         PLAN_CHANGED = "plan_changed", "Plan changed"
@@ -156,6 +157,8 @@ class SecurityEvent(models.Model):
 
     @property
     def actor_label(self) -> str:
+        if self.kind == self.Kind.KEY_LEAKED:
+            return "Automatic"  # a scanner's report (apikeys.leaks), no person behind it
         if self.by_administrator:
             return "An administrator"
         if self.kind in (self.Kind.SIGN_IN_FAILED, self.Kind.SECOND_FACTOR_FAILED):

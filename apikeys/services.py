@@ -18,7 +18,7 @@ from accounts.notices import notice_send
 from accounts.security import SecurityContext, security_event_record
 from apikeys.keys import generate_key, hash_key, is_well_formed, key_hint
 from apikeys.limits import PERIODS, clean_networks, period_start
-from apikeys.models import ApiKey
+from apikeys.models import LEAKED_URL_MAX_LENGTH, ApiKey, RevokedReason
 from billing.models import ServedModel
 
 MAX_SPEND_LIMIT_MICROS = 10**15  # $1,000,000,000
@@ -247,16 +247,26 @@ def api_key_roll(
     return key, raw_key
 
 
-def api_key_revoke(*, api_key: ApiKey, context: SecurityContext | None = None) -> None:
-    """Revoke at once. Lookups are not cached, so the next request with this key gets 401."""
-    if api_key.revoked_at is None:
-        now = timezone.now()
-        revoked = ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=now)
-        api_key.revoked_at = now
-        if revoked:
-            security_event_record(
-                user=api_key.owner, kind=SecurityEvent.Kind.KEY_REVOKED, context=context, detail=str(api_key)
-            )
+def api_key_revoke(*, api_key: ApiKey, context: SecurityContext | None = None, leaked_url: str | None = None) -> bool:
+    """Revoke at once. Lookups are not cached, so the next request with this key gets 401.
+
+    `leaked_url`: the key was found published there (apikeys.leaks) — stored with the key so
+    the keys list and the 401 say why, and logged as a leak rather than a revocation.
+    True when this call revoked it (False: it already was, and nothing changed)."""
+    if api_key.revoked_at is not None:
+        return False
+    now = timezone.now()
+    changes: dict[str, object] = {"revoked_at": now}
+    if leaked_url is not None:
+        changes |= {"revoked_reason": RevokedReason.LEAKED, "leaked_url": leaked_url[:LEAKED_URL_MAX_LENGTH]}
+    revoked = ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(**changes)
+    for field, value in changes.items():
+        setattr(api_key, field, value)
+    if revoked:
+        kind = SecurityEvent.Kind.KEY_REVOKED if leaked_url is None else SecurityEvent.Kind.KEY_LEAKED
+        detail = str(api_key) if leaked_url is None else f"{api_key}, found at {api_key.leaked_url}"
+        security_event_record(user=api_key.owner, kind=kind, context=context, detail=detail)
+    return bool(revoked)
 
 
 def api_key_by_hash(hashed_key: str) -> ApiKey | None:

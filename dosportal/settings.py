@@ -315,3 +315,14 @@ LOGGING = logging_config(level=LOG_LEVEL, log_format=LOG_FORMAT)
 # /metrics (Prometheus text) answers only `Authorization: Bearer <this>`; unset, it is off (404).
 # Counters live in PROMETHEUS_MULTIPROC_DIR (see dosportal.metrics) so all workers report one set.
 DOS_AI_METRICS_TOKEN = envstr("DOS_AI_METRICS_TOKEN")
+
+# Leaked keys (apikeys.leaks). GitHub's secret-scanning partner reports are verified against
+# the public keys in this file (GitHub's format); `manage.py refresh_github_scanning_keys`
+# downloads it from DOS_AI_GITHUB_META_URL. Reports larger than the limit are refused (413).
+DOS_AI_GITHUB_SECRET_SCANNING_KEYS = envstr(
+    "DOS_AI_GITHUB_SECRET_SCANNING_KEYS", str(BASE_DIR / "var" / "github_secret_scanning_keys.json")
+)
+DOS_AI_GITHUB_META_URL = envstr("DOS_AI_GITHUB_META_URL", "https://api.github.com/meta/public_keys/secret_scanning")
+DOS_AI_SECRET_SCANNING_MAX_BYTES = envint("DOS_AI_SECRET_SCANNING_MAX_BYTES", 256 * 1024, minimum=1024)
+# The public form /report-leaked-key/: reports per client address (django-ratelimit's rate).
+DOS_AI_LEAK_REPORT_RATE = envstr("DOS_AI_LEAK_REPORT_RATE", "10/h")

@@ -46,6 +46,13 @@ def invalid_api_key(message: str = "Invalid API key") -> ApiError:
     return ApiError(401, message, "authentication_error", "invalid_api_key")
 
 
+def leaked_api_key(url: str) -> ApiError:
+    """A key revoked because it was found published (apikeys.leaks): say where, so its holder
+    knows why and what to do."""
+    shown = url if len(url) <= 300 else url[:300] + "…"
+    return invalid_api_key(f"This key was revoked because it was published at {shown}; create a new key.")
+
+
 def bad_request(message: str, code: str) -> ApiError:
     return ApiError(400, message, "invalid_request_error", code)
 
