@@ -9,8 +9,9 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from accounts.models import User
+from apikeys.keys import KEY_IN_TEXT
 from apikeys.limits import PERIODS
-from apikeys.models import NAME_MAX_LENGTH, ApiKey, SpendPeriod
+from apikeys.models import LEAKED_URL_MAX_LENGTH, NAME_MAX_LENGTH, ApiKey, SpendPeriod
 from apikeys.services import UNSET, KeySettings, check_key_name_free, clean_key_settings
 from billing.models import ServedModel
 from billing.money import InvalidAmount, micros_to_usd, usd_to_micros
@@ -236,3 +237,36 @@ class ApiKeyRollForm(forms.Form):
         initial="24",
         widget=forms.RadioSelect,
     )
+
+
+LEAK_REPORT_MAX_KEYS = 20
+
+
+class LeakReportForm(forms.Form):
+    """The public /report-leaked-key/ form: text holding one or more keys, and where it was found.
+
+    The text may be a whole log line or paste: every `dos_sk_…` in it is reported. A text with
+    nothing shaped like a key is an error (that reveals nothing: the format is public); whether
+    a key was real and active is never said."""
+
+    text = forms.CharField(
+        label="The key",
+        max_length=10_000,
+        widget=forms.Textarea(attrs={"rows": 4, "spellcheck": "false", "autocomplete": "off"}),
+        help_text="Paste the key, or the text around it: every key starting with dos_sk_ is reported.",
+        error_messages={"required": "Paste the key you found."},
+    )
+    found_at = forms.CharField(
+        label="Where you found it",
+        max_length=LEAKED_URL_MAX_LENGTH,
+        help_text="A link (https://…) or a few words, e.g. “a public paste site”. The key's owner is told.",
+        error_messages={"required": "Say where you found the key, so its owner can remove it."},
+    )
+
+    def clean_text(self) -> list[str]:
+        tokens = list(dict.fromkeys(KEY_IN_TEXT.findall(self.cleaned_data["text"])))
+        if not tokens:
+            raise ValidationError("No DOS AI key in this text: keys start with dos_sk_ and have 32 more characters.")
+        if len(tokens) > LEAK_REPORT_MAX_KEYS:
+            raise ValidationError(f"Report at most {LEAK_REPORT_MAX_KEYS} keys at a time.")
+        return tokens

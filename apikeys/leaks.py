@@ -54,20 +54,25 @@ class LeakReport:
     source: str = ""
 
 
-def leaked_keys_report(*, reports: list[LeakReport], reporter: str) -> list[dict[str, str]]:
+def leaked_keys_report(
+    *, reports: list[LeakReport], reporter: str, context: SecurityContext | None = None
+) -> list[dict[str, str]]:
     """Act on each report; GitHub's feedback for each, in order:
-    `{"token_hash": sha256-hex, "token_type": …, "label": "true_positive" | "false_positive"}`."""
+    `{"token_hash": sha256-hex, "token_type": …, "label": "true_positive" | "false_positive"}`.
+    `reporter` names who reported, in the owner's email; `context` is where from (the form's
+    client address, for the security log)."""
+    context = context or SecurityContext()
     return [
         {
             "token_hash": hashlib.sha256(report.token.encode()).hexdigest(),
             "token_type": report.token_type,
-            "label": _act_on(report, reporter),
+            "label": _act_on(report, reporter, context),
         }
         for report in reports
     ]
 
 
-def _act_on(report: LeakReport, reporter: str) -> Label:
+def _act_on(report: LeakReport, reporter: str, context: SecurityContext) -> Label:
     if not is_well_formed(report.token):  # a wrong checksum costs no query
         return "false_positive"
     hashed = hash_key(report.token)
@@ -82,10 +87,10 @@ def _act_on(report: LeakReport, reporter: str) -> Label:
         if api_key is None:
             return "false_positive"
         if api_key.hashed_key == hashed:
-            acted = api_key_revoke(api_key=api_key, leaked_url=url)
+            acted = api_key_revoke(api_key=api_key, leaked_url=url, context=context)
             what = "key"
         else:
-            acted = _end_grace(api_key, url)
+            acted = _end_grace(api_key, url, context)
             what = "old secret"
             if not acted and not api_key.previous_key_valid():
                 return "false_positive"  # an old secret past its grace period is no key any more
@@ -109,7 +114,7 @@ def _act_on(report: LeakReport, reporter: str) -> Label:
     return "true_positive"
 
 
-def _end_grace(api_key: ApiKey, url: str) -> bool:
+def _end_grace(api_key: ApiKey, url: str, context: SecurityContext) -> bool:
     """A rolled key's old secret was published: it stops working now (the new one is unharmed)."""
     now = timezone.now()
     if not api_key.previous_key_valid(now):
@@ -119,7 +124,7 @@ def _end_grace(api_key: ApiKey, url: str) -> bool:
     security_event_record(
         user=api_key.owner,
         kind=SecurityEvent.Kind.KEY_LEAKED,
-        context=SecurityContext(),
+        context=context,
         detail=f"old secret of {api_key}, found at {url}; its grace period ended",
     )
     return True

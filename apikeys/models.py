@@ -103,6 +103,12 @@ class ApiKey(models.Model):
         return f"{self.name} ({self.hint})"
 
     @property
+    def leaked_link(self) -> str:
+        """`leaked_url` when it is an http(s) address, safe to link to; "" otherwise (a report
+        from the form may say "a paste site"; a `javascript:` URL must never become a link)."""
+        return self.leaked_url if self.leaked_url.startswith(("https://", "http://")) else ""
+
+    @property
     def is_active(self) -> bool:
         return self.revoked_at is None
 
