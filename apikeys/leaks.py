@@ -36,6 +36,7 @@ from accounts.security import SecurityContext, security_event_record
 from apikeys.keys import hash_key, is_well_formed
 from apikeys.models import LEAKED_URL_MAX_LENGTH, ApiKey, RevokedReason
 from apikeys.services import api_key_revoke
+from webhooks.services import api_key_data, webhook_event_emit
 
 logger = logging.getLogger("apikeys.leaks")
 
@@ -126,6 +127,11 @@ def _end_grace(api_key: ApiKey, url: str, context: SecurityContext) -> bool:
         kind=SecurityEvent.Kind.KEY_LEAKED,
         context=context,
         detail=f"old secret of {api_key}, found at {url}; its grace period ended",
+    )
+    webhook_event_emit(
+        owner_id=api_key.owner_id,
+        event_type="api_key.leaked",
+        data={**api_key_data(api_key), "found_at": url, "revoked": False, "old_secret_ended": True},
     )
     return True
 

@@ -20,6 +20,7 @@ from apikeys.keys import generate_key, hash_key, is_well_formed, key_hint
 from apikeys.limits import PERIODS, clean_networks, period_start
 from apikeys.models import LEAKED_URL_MAX_LENGTH, ApiKey, RevokedReason
 from billing.models import ServedModel
+from webhooks.services import api_key_data, webhook_event_emit
 
 MAX_SPEND_LIMIT_MICROS = 10**15  # $1,000,000,000
 MAX_CONCURRENCY = 10_000
@@ -134,6 +135,7 @@ def api_key_create(
         raise
     context = context or SecurityContext()
     security_event_record(user=owner, kind=SecurityEvent.Kind.KEY_CREATED, context=context, detail=str(api_key))
+    webhook_event_emit(owner_id=owner.pk, event_type="api_key.created", data=api_key_data(api_key))
     notice_send(
         user=owner, template="api_key_created", context=context, extra={"key_name": name, "key_hint": api_key.hint}
     )
@@ -244,6 +246,11 @@ def api_key_roll(
         context=context or SecurityContext(),
         detail=f"{key} (old secret valid for {grace})" if grace else str(key),
     )
+    webhook_event_emit(
+        owner_id=key.owner_id,
+        event_type="api_key.rolled",
+        data={**api_key_data(key), "previous_secret_valid_until": key.previous_key_expires_at},
+    )
     return key, raw_key
 
 
@@ -259,13 +266,22 @@ def api_key_revoke(*, api_key: ApiKey, context: SecurityContext | None = None, l
     changes: dict[str, object] = {"revoked_at": now}
     if leaked_url is not None:
         changes |= {"revoked_reason": RevokedReason.LEAKED, "leaked_url": leaked_url[:LEAKED_URL_MAX_LENGTH]}
-    revoked = ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(**changes)
-    for field, value in changes.items():
-        setattr(api_key, field, value)
-    if revoked:
-        kind = SecurityEvent.Kind.KEY_REVOKED if leaked_url is None else SecurityEvent.Kind.KEY_LEAKED
-        detail = str(api_key) if leaked_url is None else f"{api_key}, found at {api_key.leaked_url}"
-        security_event_record(user=api_key.owner, kind=kind, context=context, detail=detail)
+    with transaction.atomic():  # the revocation and its webhook event, together
+        revoked = ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(**changes)
+        for field, value in changes.items():
+            setattr(api_key, field, value)
+        if revoked:
+            kind = SecurityEvent.Kind.KEY_REVOKED if leaked_url is None else SecurityEvent.Kind.KEY_LEAKED
+            detail = str(api_key) if leaked_url is None else f"{api_key}, found at {api_key.leaked_url}"
+            security_event_record(user=api_key.owner, kind=kind, context=context, detail=detail)
+            if leaked_url is None:
+                webhook_event_emit(owner_id=api_key.owner_id, event_type="api_key.revoked", data=api_key_data(api_key))
+            else:
+                webhook_event_emit(
+                    owner_id=api_key.owner_id,
+                    event_type="api_key.leaked",
+                    data={**api_key_data(api_key), "found_at": api_key.leaked_url, "revoked": True},
+                )
     return bool(revoked)
 
 

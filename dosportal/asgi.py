@@ -43,6 +43,7 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 
 from dosportal.health import asgi_healthz  # noqa: E402
 from dosportal.middleware import StaticFiles  # noqa: E402
+from webhooks import worker as webhooks_worker  # noqa: E402
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -268,10 +269,12 @@ class Router:
                 # Settlements a dead worker left in its spool are written by the next one to
                 # start, whether or not any call reaches it.
                 get_settler().adopt()
+                webhooks_worker.start()  # this process's share of webhook delivery
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 from dosportal.v1 import pool, settler, store
 
+                await webhooks_worker.stop()
                 running = settler.existing_settler()
                 if running is not None:
                     await running.close()

@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "allauth.usersessions",
     "apikeys",
     "billing",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -326,3 +327,11 @@ DOS_AI_GITHUB_META_URL = envstr("DOS_AI_GITHUB_META_URL", "https://api.github.co
 DOS_AI_SECRET_SCANNING_MAX_BYTES = envint("DOS_AI_SECRET_SCANNING_MAX_BYTES", 256 * 1024, minimum=1024)
 # The public form /report-leaked-key/: reports per client address (django-ratelimit's rate).
 DOS_AI_LEAK_REPORT_RATE = envstr("DOS_AI_LEAK_REPORT_RATE", "10/h")
+
+# Webhooks (the webhooks app). Each server process sends due deliveries in the background,
+# asking the outbox every DOS_AI_WEBHOOKS_POLL_SECONDS; `deliver_webhooks` is the cron catch-up.
+# Receivers on loopback/private/link-local addresses are refused unless ALLOW_PRIVATE is on.
+DOS_AI_WEBHOOKS_WORKER = envbool("DOS_AI_WEBHOOKS_WORKER", True)
+DOS_AI_WEBHOOKS_POLL_SECONDS = envfloat("DOS_AI_WEBHOOKS_POLL_SECONDS", 2.0, minimum=0.1)
+DOS_AI_WEBHOOKS_TIMEOUT = envfloat("DOS_AI_WEBHOOKS_TIMEOUT", 10.0, minimum=0.1)
+DOS_AI_WEBHOOKS_ALLOW_PRIVATE = envbool("DOS_AI_WEBHOOKS_ALLOW_PRIVATE", False)

@@ -19,4 +19,5 @@ urlpatterns = [
     path("", include("accounts.urls")),
     path("keys/", include("apikeys.urls")),
     path("", include("billing.urls")),
+    path("settings/webhooks/", include("webhooks.urls")),
 ]
