@@ -74,3 +74,8 @@ class Delivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_type} {self.webhook_id} → {self.endpoint_id}"
+
+    @property
+    def error_note(self) -> str:
+        """The last error, unless the status code already says it all."""
+        return "" if self.last_error == f"HTTP {self.last_status_code}" else self.last_error
