@@ -97,6 +97,15 @@ class ApiKeySettingsForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 2, "placeholder": "e.g. 203.0.113.0/24, 2001:db8::/32"}),
     )
 
+    pause_on_unusual_spend = forms.BooleanField(
+        label="Pause on unusual spend",
+        required=False,
+        help_text=(
+            "Suspend the key when an hour's spend is far above its usual (see Settings › E-mail alerts); "
+            "calls then get 403 until you resume it here."
+        ),
+    )
+
     def __init__(self, *args: Any, api_key: ApiKey | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("auto_id", "key-%s")
         self.api_key = api_key
@@ -151,6 +160,7 @@ class ApiKeySettingsForm(forms.Form):
         ips = [part.strip() for part in (cleaned.get("allowed_ips") or "").replace("\n", ",").split(",")]
         ips = [part for part in ips if part]
         changes["allowed_ips"] = ips or None
+        changes["pause_on_unusual_spend"] = bool(cleaned.get("pause_on_unusual_spend"))
         if not self.errors:
             expires_at = changes["expires_at"]
             check = KeySettings(
@@ -190,6 +200,7 @@ def initial_for(api_key: ApiKey) -> dict[str, Any]:
         "allowed_models": api_key.allowed_models or [],
         "max_concurrency": api_key.max_concurrency,
         "allowed_ips": ", ".join(api_key.allowed_ips or []),
+        "pause_on_unusual_spend": api_key.pause_on_unusual_spend,
     }
 
 

@@ -25,8 +25,7 @@ import logging
 from dataclasses import dataclass
 from typing import Literal
 
-from asgiref.sync import sync_to_async
-from django.db import DatabaseError, close_old_connections, transaction
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -34,7 +33,7 @@ from accounts.models import SecurityEvent
 from accounts.notices import notice_send
 from accounts.security import SecurityContext, security_event_record
 from apikeys.keys import hash_key, is_well_formed
-from apikeys.models import LEAKED_URL_MAX_LENGTH, ApiKey, RevokedReason
+from apikeys.models import LEAKED_URL_MAX_LENGTH, ApiKey
 from apikeys.services import api_key_revoke
 from webhooks.services import api_key_data, webhook_event_emit
 
@@ -134,25 +133,3 @@ def _end_grace(api_key: ApiKey, url: str, context: SecurityContext) -> bool:
         data={**api_key_data(api_key), "found_at": url, "revoked": False, "old_secret_ended": True},
     )
     return True
-
-
-def _leaked_at(hashed_key: str) -> str | None:
-    try:
-        return (
-            ApiKey.objects.filter(hashed_key=hashed_key, revoked_reason=RevokedReason.LEAKED)
-            .values_list("leaked_url", flat=True)
-            .first()
-        )
-    except DatabaseError:  # only a nicer message is lost: the key is refused either way
-        logger.warning("could not tell whether a refused key was revoked as leaked", exc_info=True)
-        return None
-    finally:
-        close_old_connections()
-
-
-async def leaked_at(hashed_key: str) -> str | None:
-    """Where the key with this hash was found published, if it was revoked for that.
-
-    The gateway asks only after its lookup found no active key (the 401 path), so a valid
-    key's request never pays for this query."""
-    return await sync_to_async(_leaked_at, thread_sensitive=False)(hashed_key)

@@ -74,6 +74,13 @@ class ApiKey(models.Model):
         max_length=16, choices=RevokedReason.choices, blank=True, default="", editable=False
     )
     leaked_url = models.CharField(max_length=LEAKED_URL_MAX_LENGTH, blank=True, default="", editable=False)
+    # Unusual spend (apikeys.unusual): when the key's current crossing of its baseline began (None
+    # while it is within it: one alert per crossing), and, with `pause_on_unusual_spend`, the
+    # suspension it caused — the gateway refuses a suspended key (403 key_suspended) until resumed.
+    pause_on_unusual_spend = models.BooleanField(default=False)
+    unusual_spend_since = models.DateTimeField(null=True, blank=True, editable=False)
+    suspended_at = models.DateTimeField(null=True, blank=True, editable=False)
+    suspended_reason = models.CharField(max_length=300, blank=True, default="", editable=False)
 
     objects = ApiKeyQuerySet.as_manager()
 

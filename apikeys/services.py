@@ -60,6 +60,7 @@ class KeySettings:
     allowed_models: list[str] | None = None
     max_concurrency: int | None = None
     allowed_ips: list[str] | None = None
+    pause_on_unusual_spend: bool = False
 
 
 def clean_key_settings(key_settings: KeySettings, *, now: dt.datetime | None = None) -> KeySettings:
@@ -161,6 +162,7 @@ def api_key_update(
     allowed_models: list[str] | None = UNSET,
     max_concurrency: int | None = UNSET,
     allowed_ips: list[str] | None = UNSET,
+    pause_on_unusual_spend: bool = UNSET,
     context: SecurityContext | None = None,
 ) -> ApiKey:
     """Change a key's name and settings; what is not given keeps its value.
@@ -181,6 +183,7 @@ def api_key_update(
             "allowed_models": allowed_models,
             "max_concurrency": max_concurrency,
             "allowed_ips": allowed_ips,
+            "pause_on_unusual_spend": pause_on_unusual_spend,
         }.items()
         if value is not UNSET
     }
@@ -295,6 +298,7 @@ def api_key_by_hash(hashed_key: str) -> ApiKey | None:
         .filter(
             Q(hashed_key=hashed_key) | Q(previous_hashed_key=hashed_key, previous_key_expires_at__gt=timezone.now()),
             owner__is_active=True,
+            suspended_at__isnull=True,  # the 401 path tells it apart (apikeys.refusals)
         )
         .first()
     )

@@ -50,6 +50,7 @@ class AlertRun:
     key_spend_sent: int
     weekly_sent: int
     failed: int
+    unusual_spend_sent: int = 0  # apikeys.unusual: crossings alerted (and keys suspended) this run
 
 
 @dataclass(frozen=True)
@@ -285,9 +286,13 @@ def key_spend_due(*, now: dt.datetime) -> Iterator[Due]:
         yield Due(api_key.owner, kind, subject, message, f"spend alert for key {api_key.pk}", webhook)
 
 
-def alerts_send(*, today: dt.date | None = None) -> AlertRun:
+def alerts_send(*, today: dt.date | None = None, now: dt.datetime | None = None) -> AlertRun:
     """Send every alert that is due, each once. Safe to run as often as you like."""
-    today = today or timezone.now().astimezone(dt.UTC).date()
+    from apikeys.unusual import unusual_spend_check
+
+    now = now or timezone.now()
+    today = today or now.astimezone(dt.UTC).date()
+    unusual = unusual_spend_check(now=now)
     with get_connection() as connection:
         rearmed = low_balance_rearm()
         low_balance_sent, low_balance_failed = _send_all(low_balance_due(), connection=connection)
@@ -299,4 +304,5 @@ def alerts_send(*, today: dt.date | None = None) -> AlertRun:
         key_spend_sent=key_spend_sent,
         weekly_sent=weekly_sent,
         failed=low_balance_failed + key_spend_failed + weekly_failed,
+        unusual_spend_sent=unusual.alerted,
     )

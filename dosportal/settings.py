@@ -335,3 +335,9 @@ DOS_AI_WEBHOOKS_WORKER = envbool("DOS_AI_WEBHOOKS_WORKER", True)
 DOS_AI_WEBHOOKS_POLL_SECONDS = envfloat("DOS_AI_WEBHOOKS_POLL_SECONDS", 2.0, minimum=0.1)
 DOS_AI_WEBHOOKS_TIMEOUT = envfloat("DOS_AI_WEBHOOKS_TIMEOUT", 10.0, minimum=0.1)
 DOS_AI_WEBHOOKS_ALLOW_PRIVATE = envbool("DOS_AI_WEBHOOKS_ALLOW_PRIVATE", False)
+
+# Unusual spend (apikeys.unusual, checked by send_alerts): an hour above FACTOR × the key's own
+# baseline (95th percentile of its hourly figures over 14 days) and above the floor is unusual.
+DOS_AI_UNUSUAL_SPEND_FACTOR = envfloat("DOS_AI_UNUSUAL_SPEND_FACTOR", 5.0, minimum=1.0)
+DOS_AI_UNUSUAL_SPEND_FLOOR_USD = envdecimal("DOS_AI_UNUSUAL_SPEND_FLOOR_USD", "1.00")
+DOS_AI_UNUSUAL_SPEND_FLOOR_REQUESTS = envint("DOS_AI_UNUSUAL_SPEND_FLOOR_REQUESTS", 1000, minimum=1)

@@ -1,7 +1,6 @@
 """The events an endpoint can subscribe to, and the words the dashboard uses for them.
 
-Events of the issue still to come (api_key.suspended, api_key.spend_limit_reached through
-billing.alerts, usage.anomaly, membership events) join this list when what emits them lands.
+Membership events join this list when organisations land.
 """
 
 from __future__ import annotations
@@ -12,6 +11,8 @@ EVENT_TYPES: dict[str, str] = {
     "api_key.rolled": "A key was rolled (a new secret)",
     "api_key.leaked": "A key was found published and revoked automatically",
     "api_key.spend_limit_reached": "A key reached its spend limit",
+    "usage.anomaly": "A key's spend in an hour was far above its usual",
+    "api_key.suspended": "A key was suspended for unusual spend",
     "balance.low": "The available credit fell below the alert threshold",
     "credit.granted": "Credit was added",
 }

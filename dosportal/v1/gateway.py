@@ -40,8 +40,8 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
 from apikeys.keys import hash_key, is_well_formed
-from apikeys.leaks import leaked_at
 from apikeys.limits import ip_allowed, model_allowed, period_end
+from apikeys.refusals import why_refused
 from billing.services import Refusal
 from billing.settlement import MAX_COST_MICROS, Settlement, believable_tokens
 from dosportal import metrics
@@ -120,7 +120,10 @@ async def authenticate(
     found = await get_store().lookup(hash_key(raw_key), model=model, catalogue=catalogue)
     caller = found.caller
     if caller is None:
-        leaked_url = await leaked_at(hash_key(raw_key))  # a second query, on the 401 path only
+        refused = await why_refused(hash_key(raw_key))  # a second query, on the 401 path only
+        if refused is not None and refused.suspended:  # a genuine key: not counted against the address
+            raise errors.key_suspended(refused.suspended_reason)
+        leaked_url = refused.leaked_url if refused is not None else ""
         raise await _refuse_key(call, errors.leaked_api_key(leaked_url) if leaked_url else errors.invalid_api_key())
     # A genuine key past its expiry is not a guess: it does not count against the address.
     if caller.expires_at is not None and caller.expires_at <= dt.datetime.now(dt.UTC):

@@ -4,7 +4,6 @@ report form and the keys list with a key revoked as leaked."""
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from django.test import Client
 from django.utils import timezone
 
 from accounts.models import User
+from apikeys.models import ApiKey
 from apikeys.services import api_key_create, api_key_revoke
 from webhooks.delivery import deliver_due
 from webhooks.models import Delivery, Endpoint
@@ -84,7 +84,7 @@ def test_reporting_a_key_and_seeing_it_revoked_as_leaked(
 ) -> None:
     from playwright.sync_api import expect
 
-    api_key, raw_key = api_key_create(owner=owner, name="Laptop")
+    _, raw_key = api_key_create(owner=owner, name="Laptop")
     page.goto(f"{live_server.url}/report-leaked-key/")
     expect(page.locator("h1")).to_have_text("Report a leaked API key")
     page.screenshot(path=artifacts_dir / "report-leaked-key.png", full_page=True)
@@ -114,4 +114,21 @@ def test_reporting_a_key_and_seeing_it_revoked_as_leaked(
     page.reload()
     assert fits_a_phone(page)
     page.screenshot(path=artifacts_dir / "keys-revoked-leaked-mobile.png", full_page=True)
-    assert timezone.now() - api_key.created_at < dt.timedelta(hours=1)
+
+    # A key suspended for unusual spend: its badge and the Resume button, which works.
+    suspended, _ = api_key_create(owner=owner, name="Nightly batch")
+    ApiKey.objects.filter(pk=suspended.pk).update(
+        suspended_at=timezone.now(), suspended_reason="unusual spend: $12.40 and 800 requests in the last hour"
+    )
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto(f"{live_server.url}/keys/")
+    expect(page.locator(f"#key-{suspended.pk} .badge-danger")).to_have_text("suspended: unusual spend")
+    page.screenshot(path=artifacts_dir / "keys-suspended.png", full_page=True)
+    page.set_viewport_size(PHONE)
+    page.reload()
+    assert fits_a_phone(page)
+    page.screenshot(path=artifacts_dir / "keys-suspended-mobile.png", full_page=True)
+    page.get_by_role("button", name="Resume Nightly batch").click()
+    expect(page.locator(".flash-success")).to_contain_text("Resumed “Nightly batch”")
+    suspended.refresh_from_db()
+    assert suspended.suspended_at is None
