@@ -353,4 +353,11 @@ def describe_key_settings(api_key: ApiKey, now: dt.datetime | None = None) -> li
     lines.append("allowed IPs: any" if ips is None else "allowed IPs: " + ", ".join(ips))
     if api_key.previous_key_valid(now):
         lines.append(f"old secret valid until: {when(api_key.previous_key_expires_at)}")
+    # Only when they apply, so the lines of an ordinary key read as they always have.
+    if api_key.pause_on_unusual_spend:
+        lines.append("pause on unusual spend: on")
+    if api_key.suspended_at is not None:
+        lines.append(f"suspended since {when(api_key.suspended_at)}: {api_key.suspended_reason}")
+    if api_key.revoked_reason == RevokedReason.LEAKED:
+        lines.append(f"revoked automatically: found at {api_key.leaked_url}")
     return lines

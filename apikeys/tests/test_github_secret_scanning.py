@@ -23,7 +23,7 @@ from accounts.models import SecurityEvent, User
 from apikeys.keys import generate_key
 from apikeys.leaks import LeakReport, leaked_keys_report
 from apikeys.models import ApiKey, RevokedReason
-from apikeys.services import api_key_authenticate, api_key_roll
+from apikeys.services import api_key_authenticate, api_key_roll, describe_key_settings
 from apikeys.tests.conftest import MadeKey, SmtpServer
 
 URL = "/hooks/github/secret-scanning/"
@@ -89,6 +89,7 @@ def test_a_signed_report_revokes_the_key_mails_the_owner_and_logs_it(
     assert api_key.revoked_at is not None
     assert (api_key.revoked_reason, api_key.leaked_url) == (RevokedReason.LEAKED, FOUND_AT)
     assert api_key_authenticate(raw_key) is None
+    assert describe_key_settings(api_key)[-1] == f"revoked automatically: found at {FOUND_AT}"  # the admin's summary
     [event] = SecurityEvent.objects.filter(user=owner, kind=SecurityEvent.Kind.KEY_LEAKED)
     assert event.detail == f"CI deploys ({api_key.hint}), found at {FOUND_AT}"
     assert event.actor_label == "Automatic"
