@@ -126,6 +126,10 @@ class SecurityEvent(models.Model):
         KEY_ROLLED = "key_rolled", "API key rolled"
         KEY_REVOKED = "key_revoked", "API key revoked"
         KEY_UPDATED = "key_updated", "API key settings changed"
+        KEY_LEAKED = "key_leaked", "API key found published and revoked"
+        USAGE_ANOMALY = "usage_anomaly", "Unusual spend on an API key"
+        KEY_SUSPENDED = "key_suspended", "API key suspended for unusual spend"
+        KEY_RESUMED = "key_resumed", "API key resumed"
         CREDIT_GRANTED = "credit_granted", "Credit granted"
         LIMITS_CHANGED = "limits_changed", "Limits changed"
         PLAN_CHANGED = "plan_changed", "Plan changed"
@@ -157,6 +161,8 @@ class SecurityEvent(models.Model):
 
     @property
     def actor_label(self) -> str:
+        if self.kind in (self.Kind.KEY_LEAKED, self.Kind.USAGE_ANOMALY, self.Kind.KEY_SUSPENDED):
+            return "Automatic"  # a scanner's report (apikeys.leaks), no person behind it
         if self.by_administrator:
             return "An administrator"
         if self.kind in ANONYMOUS_KINDS:

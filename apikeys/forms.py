@@ -9,8 +9,9 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from accounts.models import User
+from apikeys.keys import KEY_IN_TEXT
 from apikeys.limits import PERIODS
-from apikeys.models import NAME_MAX_LENGTH, ApiKey, SpendPeriod
+from apikeys.models import LEAKED_URL_MAX_LENGTH, NAME_MAX_LENGTH, ApiKey, SpendPeriod
 from apikeys.services import UNSET, KeySettings, check_key_name_free, clean_key_settings
 from billing.models import ServedModel
 from billing.money import InvalidAmount, micros_to_usd, usd_to_micros
@@ -97,6 +98,15 @@ class ApiKeySettingsForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 2, "placeholder": "e.g. 203.0.113.0/24, 2001:db8::/32"}),
     )
 
+    pause_on_unusual_spend = forms.BooleanField(
+        label="Pause on unusual spend",
+        required=False,
+        help_text=(
+            "Suspend the key when an hour's spend is far above its usual (see Settings › E-mail alerts); "
+            "calls then get 403 until you resume it here."
+        ),
+    )
+
     def __init__(self, *args: Any, api_key: ApiKey | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("auto_id", "key-%s")
         self.api_key = api_key
@@ -151,6 +161,7 @@ class ApiKeySettingsForm(forms.Form):
         ips = [part.strip() for part in (cleaned.get("allowed_ips") or "").replace("\n", ",").split(",")]
         ips = [part for part in ips if part]
         changes["allowed_ips"] = ips or None
+        changes["pause_on_unusual_spend"] = bool(cleaned.get("pause_on_unusual_spend"))
         if not self.errors:
             expires_at = changes["expires_at"]
             check = KeySettings(
@@ -190,6 +201,7 @@ def initial_for(api_key: ApiKey) -> dict[str, Any]:
         "allowed_models": api_key.allowed_models or [],
         "max_concurrency": api_key.max_concurrency,
         "allowed_ips": ", ".join(api_key.allowed_ips or []),
+        "pause_on_unusual_spend": api_key.pause_on_unusual_spend,
     }
 
 
@@ -285,3 +297,36 @@ class ApiKeyRollForm(forms.Form):
         initial="24",
         widget=forms.RadioSelect,
     )
+
+
+LEAK_REPORT_MAX_KEYS = 20
+
+
+class LeakReportForm(forms.Form):
+    """The public /report-leaked-key/ form: text holding one or more keys, and where it was found.
+
+    The text may be a whole log line or paste: every `dos_sk_…` in it is reported. A text with
+    nothing shaped like a key is an error (that reveals nothing: the format is public); whether
+    a key was real and active is never said."""
+
+    text = forms.CharField(
+        label="The key",
+        max_length=10_000,
+        widget=forms.Textarea(attrs={"rows": 4, "spellcheck": "false", "autocomplete": "off"}),
+        help_text="Paste the key, or the text around it: every key starting with dos_sk_ is reported.",
+        error_messages={"required": "Paste the key you found."},
+    )
+    found_at = forms.CharField(
+        label="Where you found it",
+        max_length=LEAKED_URL_MAX_LENGTH,
+        help_text="A link (https://…) or a few words, e.g. “a public paste site”. The key's owner is told.",
+        error_messages={"required": "Say where you found the key, so its owner can remove it."},
+    )
+
+    def clean_text(self) -> list[str]:
+        tokens = list(dict.fromkeys(KEY_IN_TEXT.findall(self.cleaned_data["text"])))
+        if not tokens:
+            raise ValidationError("No DOS AI key in this text: keys start with dos_sk_ and have 32 more characters.")
+        if len(tokens) > LEAK_REPORT_MAX_KEYS:
+            raise ValidationError(f"Report at most {LEAK_REPORT_MAX_KEYS} keys at a time.")
+        return tokens

@@ -19,6 +19,8 @@ ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 RANDOM_LENGTH = 26  # 26 * log2(62) ≈ 154.8 bits
 CHECKSUM_LENGTH = 6
 KEY_PATTERN = re.compile(r"^dos_sk_[A-Za-z0-9]{32}$")
+# A key inside other text (a log line, a paste): not part of a longer run of key characters.
+KEY_IN_TEXT = re.compile(r"(?<![A-Za-z0-9_])dos_sk_[A-Za-z0-9]{32}(?![A-Za-z0-9])")
 
 
 def _base62(number: int, width: int) -> str:

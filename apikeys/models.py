@@ -23,6 +23,14 @@ class SpendPeriod(models.TextChoices):
 
 
 NAME_MAX_LENGTH = 100  # a key's name, as every form and command takes it
+LEAKED_URL_MAX_LENGTH = 500  # where a leaked key was found, as a report gave it (cut to this)
+
+
+class RevokedReason(models.TextChoices):
+    """Why a key was revoked; empty for a revocation by a person (the dashboard, a command)."""
+
+    NONE = "", "revoked by a person"
+    LEAKED = "leaked", "published, revoked automatically"
 
 
 class ApiKey(models.Model):
@@ -60,6 +68,19 @@ class ApiKey(models.Model):
     previous_hashed_key = models.CharField(max_length=64, null=True, blank=True, unique=True, editable=False)
     previous_key_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
     rolled_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # A key revoked because it was found published (apikeys.leaks): where, so that the keys
+    # list, the owner's email and the 401 its holder gets can all say so.
+    revoked_reason = models.CharField(
+        max_length=16, choices=RevokedReason.choices, blank=True, default="", editable=False
+    )
+    leaked_url = models.CharField(max_length=LEAKED_URL_MAX_LENGTH, blank=True, default="", editable=False)
+    # Unusual spend (apikeys.unusual): when the key's current crossing of its baseline began (None
+    # while it is within it: one alert per crossing), and, with `pause_on_unusual_spend`, the
+    # suspension it caused — the gateway refuses a suspended key (403 key_suspended) until resumed.
+    pause_on_unusual_spend = models.BooleanField(default=False)
+    unusual_spend_since = models.DateTimeField(null=True, blank=True, editable=False)
+    suspended_at = models.DateTimeField(null=True, blank=True, editable=False)
+    suspended_reason = models.CharField(max_length=300, blank=True, default="", editable=False)
 
     objects = ApiKeyQuerySet.as_manager()
 
@@ -87,6 +108,12 @@ class ApiKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.hint})"
+
+    @property
+    def leaked_link(self) -> str:
+        """`leaked_url` when it is an http(s) address, safe to link to; "" otherwise (a report
+        from the form may say "a paste site"; a `javascript:` URL must never become a link)."""
+        return self.leaked_url if self.leaked_url.startswith(("https://", "http://")) else ""
 
     @property
     def is_active(self) -> bool:

@@ -18,8 +18,9 @@ from accounts.notices import notice_send
 from accounts.security import SecurityContext, security_event_record
 from apikeys.keys import generate_key, hash_key, is_well_formed, key_hint
 from apikeys.limits import PERIODS, clean_networks, period_start
-from apikeys.models import ApiKey
+from apikeys.models import LEAKED_URL_MAX_LENGTH, ApiKey, RevokedReason
 from billing.models import ServedModel
+from webhooks.services import api_key_data, webhook_event_emit
 
 MAX_SPEND_LIMIT_MICROS = 10**15  # $1,000,000,000
 MAX_CONCURRENCY = 10_000
@@ -59,6 +60,7 @@ class KeySettings:
     allowed_models: list[str] | None = None
     max_concurrency: int | None = None
     allowed_ips: list[str] | None = None
+    pause_on_unusual_spend: bool = False
 
 
 def clean_key_settings(key_settings: KeySettings, *, now: dt.datetime | None = None) -> KeySettings:
@@ -134,6 +136,7 @@ def api_key_create(
         raise
     context = context or SecurityContext()
     security_event_record(user=owner, kind=SecurityEvent.Kind.KEY_CREATED, context=context, detail=str(api_key))
+    webhook_event_emit(owner_id=owner.pk, event_type="api_key.created", data=api_key_data(api_key))
     notice_send(
         user=owner, template="api_key_created", context=context, extra={"key_name": name, "key_hint": api_key.hint}
     )
@@ -159,6 +162,7 @@ def api_key_update(
     allowed_models: list[str] | None = UNSET,
     max_concurrency: int | None = UNSET,
     allowed_ips: list[str] | None = UNSET,
+    pause_on_unusual_spend: bool = UNSET,
     context: SecurityContext | None = None,
 ) -> ApiKey:
     """Change a key's name and settings; what is not given keeps its value.
@@ -179,6 +183,7 @@ def api_key_update(
             "allowed_models": allowed_models,
             "max_concurrency": max_concurrency,
             "allowed_ips": allowed_ips,
+            "pause_on_unusual_spend": pause_on_unusual_spend,
         }.items()
         if value is not UNSET
     }
@@ -257,19 +262,43 @@ def api_key_roll(
         context=context or SecurityContext(),
         detail=f"{key} (old secret valid for {grace})" if grace else str(key),
     )
+    webhook_event_emit(
+        owner_id=key.owner_id,
+        event_type="api_key.rolled",
+        data={**api_key_data(key), "previous_secret_valid_until": key.previous_key_expires_at},
+    )
     return key, raw_key
 
 
-def api_key_revoke(*, api_key: ApiKey, context: SecurityContext | None = None) -> None:
-    """Revoke at once. Lookups are not cached, so the next request with this key gets 401."""
-    if api_key.revoked_at is None:
-        now = timezone.now()
-        revoked = ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=now)
-        api_key.revoked_at = now
+def api_key_revoke(*, api_key: ApiKey, context: SecurityContext | None = None, leaked_url: str | None = None) -> bool:
+    """Revoke at once. Lookups are not cached, so the next request with this key gets 401.
+
+    `leaked_url`: the key was found published there (apikeys.leaks) — stored with the key so
+    the keys list and the 401 say why, and logged as a leak rather than a revocation.
+    True when this call revoked it (False: it already was, and nothing changed)."""
+    if api_key.revoked_at is not None:
+        return False
+    now = timezone.now()
+    changes: dict[str, object] = {"revoked_at": now}
+    if leaked_url is not None:
+        changes |= {"revoked_reason": RevokedReason.LEAKED, "leaked_url": leaked_url[:LEAKED_URL_MAX_LENGTH]}
+    with transaction.atomic():  # the revocation and its webhook event, together
+        revoked = ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(**changes)
+        for field, value in changes.items():
+            setattr(api_key, field, value)
         if revoked:
-            security_event_record(
-                user=api_key.owner, kind=SecurityEvent.Kind.KEY_REVOKED, context=context, detail=str(api_key)
-            )
+            kind = SecurityEvent.Kind.KEY_REVOKED if leaked_url is None else SecurityEvent.Kind.KEY_LEAKED
+            detail = str(api_key) if leaked_url is None else f"{api_key}, found at {api_key.leaked_url}"
+            security_event_record(user=api_key.owner, kind=kind, context=context, detail=detail)
+            if leaked_url is None:
+                webhook_event_emit(owner_id=api_key.owner_id, event_type="api_key.revoked", data=api_key_data(api_key))
+            else:
+                webhook_event_emit(
+                    owner_id=api_key.owner_id,
+                    event_type="api_key.leaked",
+                    data={**api_key_data(api_key), "found_at": api_key.leaked_url, "revoked": True},
+                )
+    return bool(revoked)
 
 
 def api_key_by_hash(hashed_key: str) -> ApiKey | None:
@@ -282,6 +311,7 @@ def api_key_by_hash(hashed_key: str) -> ApiKey | None:
         .filter(
             Q(hashed_key=hashed_key) | Q(previous_hashed_key=hashed_key, previous_key_expires_at__gt=timezone.now()),
             owner__is_active=True,
+            suspended_at__isnull=True,  # the 401 path tells it apart (apikeys.refusals)
         )
         .first()
     )
@@ -336,4 +366,11 @@ def describe_key_settings(api_key: ApiKey, now: dt.datetime | None = None) -> li
     lines.append("allowed IPs: any" if ips is None else "allowed IPs: " + ", ".join(ips))
     if api_key.previous_key_valid(now):
         lines.append(f"old secret valid until: {when(api_key.previous_key_expires_at)}")
+    # Only when they apply, so the lines of an ordinary key read as they always have.
+    if api_key.pause_on_unusual_spend:
+        lines.append("pause on unusual spend: on")
+    if api_key.suspended_at is not None:
+        lines.append(f"suspended since {when(api_key.suspended_at)}: {api_key.suspended_reason}")
+    if api_key.revoked_reason == RevokedReason.LEAKED:
+        lines.append(f"revoked automatically: found at {api_key.leaked_url}")
     return lines

@@ -11,4 +11,5 @@ urlpatterns = [
     path("<int:key_id>/revoke/", views.key_revoke, name="key_revoke"),
     path("<int:key_id>/edit/", settings_views.key_edit, name="key_edit"),
     path("<int:key_id>/roll/", settings_views.key_roll, name="key_roll"),
+    path("<int:key_id>/resume/", views.key_resume, name="key_resume"),
 ]

@@ -23,6 +23,7 @@ from apikeys.forms import ApiKeyCreateForm
 from apikeys.models import ApiKey
 from apikeys.services import api_key_create, api_key_revoke
 from apikeys.settings_views import revoked_context
+from apikeys.unusual import api_key_resume
 from dosportal.htmx import HtmxHttpRequest, login_required, render_page_or_fragment, vary_on_htmx
 
 
@@ -131,3 +132,15 @@ def key_revoke(request: HtmxHttpRequest, key_id: int) -> HttpResponse:
         # picks out of the response with hx-select-oob into the page's live region.
         return vary_on_htmx(render(request, "apikeys/keys.html#key-revoked", _keys_context(request)))
     return vary_on_htmx(redirect("keys"))
+
+
+@require_POST
+@login_required
+def key_resume(request: HtmxHttpRequest, key_id: int) -> HttpResponse:
+    """Resume a key suspended for unusual spend (a plain form post, then the list)."""
+    api_key = _get_key_for_user(request, key_id)
+    if api_key_resume(api_key=api_key, context=SecurityContext.from_request(request)):
+        messages.success(request, f"Resumed “{api_key.name}”: requests with it are served again.")
+    else:
+        messages.info(request, f"“{api_key.name}” was not suspended.")
+    return redirect("keys")

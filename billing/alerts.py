@@ -50,6 +50,7 @@ class AlertRun:
     key_spend_sent: int
     weekly_sent: int
     failed: int
+    unusual_spend_sent: int = 0  # apikeys.unusual: crossings alerted (and keys suspended) this run
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class Due:
     subject: str
     message: EmailMessage
     about: str
+    webhook: tuple[str, dict[str, object]] | None = None  # (event type, data), emitted with the record
 
 
 def _accounts_with_thresholds() -> QuerySet[CreditAccount]:
@@ -102,13 +104,26 @@ def low_balance_message(*, user: User, available_micros: int, threshold_micros: 
     )
 
 
-def _send_once(*, user: User, kind: str, subject: str, message: EmailMessage, connection: BaseEmailBackend) -> bool:
+def _send_once(
+    *,
+    user: User,
+    kind: str,
+    subject: str,
+    message: EmailMessage,
+    connection: BaseEmailBackend,
+    webhook: tuple[str, dict[str, object]] | None = None,
+) -> bool:
     """Record the alert and send it in one transaction; False when it was already recorded
-    (another run got there first). A failed send raises and leaves nothing recorded."""
+    (another run got there first). A failed send raises and leaves nothing recorded (nor the
+    alert's webhook event, queued in the same transaction)."""
     with transaction.atomic():
         _state, created = AlertState.objects.get_or_create(user=user, kind=kind, subject=subject)
         if not created:
             return False
+        if webhook is not None:
+            from webhooks.services import webhook_event_emit
+
+            webhook_event_emit(owner_id=user.pk, event_type=webhook[0], data=webhook[1])
         message.connection = connection
         message.send()
     return True
@@ -121,7 +136,12 @@ def _send_all(due: Iterable[Due], *, connection: BaseEmailBackend) -> tuple[int,
     for alert in due:
         try:
             sent += _send_once(
-                user=alert.user, kind=alert.kind, subject=alert.subject, message=alert.message, connection=connection
+                user=alert.user,
+                kind=alert.kind,
+                subject=alert.subject,
+                message=alert.message,
+                connection=connection,
+                webhook=alert.webhook,
             )
         except Exception:  # one alert's failure must not stop the others (logged, retried)
             logger.exception("%s not sent; the next run retries", alert.about)
@@ -152,8 +172,14 @@ def low_balance_due() -> Iterator[Due]:
         message = low_balance_message(
             user=account.user, available_micros=account.available, threshold_micros=account.threshold
         )
+        data = {"available_micros": account.available, "threshold_micros": account.threshold}
         yield Due(
-            account.user, AlertState.Kind.LOW_BALANCE, "", message, f"low-balance alert for user {account.user_id}"
+            account.user,
+            AlertState.Kind.LOW_BALANCE,
+            "",
+            message,
+            f"low-balance alert for user {account.user_id}",
+            ("balance.low", data),
         )
 
 
@@ -250,12 +276,23 @@ def key_spend_due(*, now: dt.datetime) -> Iterator[Due]:
         if AlertState.objects.filter(user=api_key.owner, kind=kind, subject=subject).exists():
             continue
         message = key_spend_message(api_key=api_key, spent_micros=spent, limit_micros=limit, reached=reached)
-        yield Due(api_key.owner, kind, subject, message, f"spend alert for key {api_key.pk}")
+        webhook = None
+        if reached:
+            webhook = (
+                "api_key.spend_limit_reached",
+                {"id": api_key.pk, "name": api_key.name, "hint": api_key.hint, "limit_micros": limit,
+                 "spent_micros": spent, "period": api_key.spend_period},
+            )  # fmt: skip
+        yield Due(api_key.owner, kind, subject, message, f"spend alert for key {api_key.pk}", webhook)
 
 
-def alerts_send(*, today: dt.date | None = None) -> AlertRun:
+def alerts_send(*, today: dt.date | None = None, now: dt.datetime | None = None) -> AlertRun:
     """Send every alert that is due, each once. Safe to run as often as you like."""
-    today = today or timezone.now().astimezone(dt.UTC).date()
+    from apikeys.unusual import unusual_spend_check
+
+    now = now or timezone.now()
+    today = today or now.astimezone(dt.UTC).date()
+    unusual = unusual_spend_check(now=now)
     with get_connection() as connection:
         rearmed = low_balance_rearm()
         low_balance_sent, low_balance_failed = _send_all(low_balance_due(), connection=connection)
@@ -267,4 +304,5 @@ def alerts_send(*, today: dt.date | None = None) -> AlertRun:
         key_spend_sent=key_spend_sent,
         weekly_sent=weekly_sent,
         failed=low_balance_failed + key_spend_failed + weekly_failed,
+        unusual_spend_sent=unusual.alerted,
     )

@@ -64,7 +64,16 @@ def credits_grant(
                 "This adjustment would take the balance below zero"
                 + (" (or below the credit held by requests in flight)." if account.held_micros else ".")
             )
-        return _apply(account, amount_micros=amount_micros, kind=kind, note=note, created_by=created_by)
+        entry = _apply(account, amount_micros=amount_micros, kind=kind, note=note, created_by=created_by)
+        if amount_micros > 0:
+            from webhooks.services import webhook_event_emit
+
+            webhook_event_emit(
+                owner_id=user.pk,
+                event_type="credit.granted",
+                data={"amount_micros": amount_micros, "balance_micros": entry.balance_after_micros, "kind": kind},
+            )
+        return entry
 
 
 def _apply(

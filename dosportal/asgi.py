@@ -47,6 +47,7 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 
 from dosportal.health import asgi_healthz  # noqa: E402
 from dosportal.middleware import StaticFiles  # noqa: E402
+from webhooks import worker as webhooks_worker  # noqa: E402
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -310,6 +311,7 @@ class Router:
                 # start, whether or not any call reaches it; so are the holds it left.
                 get_settler().adopt()
                 get_keeper().start()
+                webhooks_worker.start()  # this process's share of webhook delivery
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 from dosportal.v1 import holds, pool, settler, store
@@ -317,6 +319,7 @@ class Router:
                 keeper = holds.existing_keeper()
                 if keeper is not None:
                     await keeper.close()
+                await webhooks_worker.stop()
                 running = settler.existing_settler()
                 if running is not None:
                     await running.close()

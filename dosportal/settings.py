@@ -59,6 +59,7 @@ INSTALLED_APPS = [
     "allauth.usersessions",
     "apikeys",
     "billing",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -350,3 +351,28 @@ LOGGING = logging_config(level=LOG_LEVEL, log_format=LOG_FORMAT)
 # /metrics (Prometheus text) answers only `Authorization: Bearer <this>`; unset, it is off (404).
 # Counters live in PROMETHEUS_MULTIPROC_DIR (see dosportal.metrics) so all workers report one set.
 DOS_AI_METRICS_TOKEN = envstr("DOS_AI_METRICS_TOKEN")
+
+# Leaked keys (apikeys.leaks). GitHub's secret-scanning partner reports are verified against
+# the public keys in this file (GitHub's format); `manage.py refresh_github_scanning_keys`
+# downloads it from DOS_AI_GITHUB_META_URL. Reports larger than the limit are refused (413).
+DOS_AI_GITHUB_SECRET_SCANNING_KEYS = envstr(
+    "DOS_AI_GITHUB_SECRET_SCANNING_KEYS", str(BASE_DIR / "var" / "github_secret_scanning_keys.json")
+)
+DOS_AI_GITHUB_META_URL = envstr("DOS_AI_GITHUB_META_URL", "https://api.github.com/meta/public_keys/secret_scanning")
+DOS_AI_SECRET_SCANNING_MAX_BYTES = envint("DOS_AI_SECRET_SCANNING_MAX_BYTES", 256 * 1024, minimum=1024)
+# The public form /report-leaked-key/: reports per client address (django-ratelimit's rate).
+DOS_AI_LEAK_REPORT_RATE = envstr("DOS_AI_LEAK_REPORT_RATE", "10/h")
+
+# Webhooks (the webhooks app). Each server process sends due deliveries in the background,
+# asking the outbox every DOS_AI_WEBHOOKS_POLL_SECONDS; `deliver_webhooks` is the cron catch-up.
+# Receivers on loopback/private/link-local addresses are refused unless ALLOW_PRIVATE is on.
+DOS_AI_WEBHOOKS_WORKER = envbool("DOS_AI_WEBHOOKS_WORKER", True)
+DOS_AI_WEBHOOKS_POLL_SECONDS = envfloat("DOS_AI_WEBHOOKS_POLL_SECONDS", 2.0, minimum=0.1)
+DOS_AI_WEBHOOKS_TIMEOUT = envfloat("DOS_AI_WEBHOOKS_TIMEOUT", 10.0, minimum=0.1)
+DOS_AI_WEBHOOKS_ALLOW_PRIVATE = envbool("DOS_AI_WEBHOOKS_ALLOW_PRIVATE", False)
+
+# Unusual spend (apikeys.unusual, checked by send_alerts): an hour above FACTOR × the key's own
+# baseline (95th percentile of its hourly figures over 14 days) and above the floor is unusual.
+DOS_AI_UNUSUAL_SPEND_FACTOR = envfloat("DOS_AI_UNUSUAL_SPEND_FACTOR", 5.0, minimum=1.0)
+DOS_AI_UNUSUAL_SPEND_FLOOR_USD = envdecimal("DOS_AI_UNUSUAL_SPEND_FLOOR_USD", "1.00")
+DOS_AI_UNUSUAL_SPEND_FLOOR_REQUESTS = envint("DOS_AI_UNUSUAL_SPEND_FLOOR_REQUESTS", 1000, minimum=1)

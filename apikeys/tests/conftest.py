@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import Message
 
 import pytest
 
@@ -16,3 +20,41 @@ MadeKey = tuple[ApiKey, str]
 def owner_key(owner: User, make_key: Callable[..., MadeKey]) -> ApiKey:
     """The owner's key, as a row (the gateway's tests call a raw key `api_key`)."""
     return make_key(owner)[0]
+
+
+@dataclass
+class SmtpServer:
+    """A real SMTP server on 127.0.0.1 (aiosmtpd) and the messages it received."""
+
+    port: int
+    received: list[Message] = field(default_factory=list)
+
+    def django_settings(self) -> dict[str, object]:
+        return {
+            "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+            "EMAIL_HOST": "127.0.0.1",
+            "EMAIL_PORT": self.port,
+            "EMAIL_USE_TLS": False,
+        }
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    from aiosmtpd.controller import Controller
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = SmtpServer(port)
+
+    class Collector:
+        async def handle_DATA(self, smtp: object, session: object, envelope: object) -> str:
+            message = message_from_bytes(envelope.content)  # type: ignore[attr-defined]
+            message["X-Envelope-To"] = ", ".join(envelope.rcpt_tos)  # type: ignore[attr-defined]
+            server.received.append(message)
+            return "250 OK"
+
+    controller = Controller(Collector(), hostname="127.0.0.1", port=port)
+    controller.start()
+    yield server
+    controller.stop()

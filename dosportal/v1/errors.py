@@ -46,6 +46,27 @@ def invalid_api_key(message: str = "Invalid API key") -> ApiError:
     return ApiError(401, message, "authentication_error", "invalid_api_key")
 
 
+def leaked_api_key(url: str) -> ApiError:
+    """A key revoked because it was found published (apikeys.leaks): say where, so its holder
+    knows why and what to do."""
+    shown = url if len(url) <= 300 else url[:300] + "…"
+    return invalid_api_key(f"This key was revoked because it was published at {shown}; create a new key.")
+
+
+def key_suspended(reason: str) -> ApiError:
+    """A key suspended for unusual spend (apikeys.unusual): why, and where it is resumed."""
+    from django.conf import settings
+
+    where = f"{settings.DOS_AI_SITE_URL}/keys/" if settings.DOS_AI_SITE_URL else "the API keys page of the dashboard"
+    return ApiError(
+        403,
+        f"This API key is suspended ({reason[:300]}). Its owner can resume it on {where}.",
+        "permission_error",
+        "key_suspended",
+        headers={"x-should-retry": "false"},
+    )
+
+
 def bad_request(message: str, code: str) -> ApiError:
     return ApiError(400, message, "invalid_request_error", code)
 

@@ -41,6 +41,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 
 from apikeys.keys import hash_key, is_well_formed
 from apikeys.limits import ip_allowed, model_allowed, period_end
+from apikeys.refusals import why_refused
 from billing.services import Refusal, Refused
 from billing.settlement import MAX_COST_MICROS, Settlement, believable_tokens
 from dosportal import metrics
@@ -122,7 +123,11 @@ async def authenticate(
     found = await get_store().lookup(hash_key(raw_key), model=model, catalogue=catalogue)
     caller = found.caller
     if caller is None:
-        raise await _refuse_key(call, errors.invalid_api_key())
+        refused = await why_refused(hash_key(raw_key))  # a second query, on the 401 path only
+        if refused is not None and refused.suspended:  # a genuine key: not counted against the address
+            raise errors.key_suspended(refused.suspended_reason)
+        leaked_url = refused.leaked_url if refused is not None else ""
+        raise await _refuse_key(call, errors.leaked_api_key(leaked_url) if leaked_url else errors.invalid_api_key())
     # A genuine key past its expiry is not a guess: it does not count against the address.
     if caller.expires_at is not None and caller.expires_at <= dt.datetime.now(dt.UTC):
         raise errors.expired_api_key(caller.expires_at)

@@ -224,7 +224,7 @@ JOIN {User._meta.db_table} u ON u.id = k.owner_id AND u.is_active
 LEFT JOIN {ServedModel._meta.db_table} m ON m.name = %(model)s AND m.is_active
 WHERE (k.hashed_key = %(hashed_key)s
        OR (k.previous_hashed_key = %(hashed_key)s AND k.previous_key_expires_at > %(now)s))
-  AND k.revoked_at IS NULL
+  AND k.revoked_at IS NULL AND k.suspended_at IS NULL
 """
 _KEY_COLUMNS = 13
 _CATALOGUE_SQL = f"""
