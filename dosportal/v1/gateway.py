@@ -290,14 +290,15 @@ class Metered:
         self.settled = True
         get_keeper().forget(self.hold_id)
         settlement = self.settlement(status, prompt_tokens, completion_tokens, charge=charge)
-        task = asyncio.ensure_future(get_settler().settle(settlement))
+        # The settlement's commit and the window's correction go out together: the second round
+        # trip adds no wait (see finish_window).
+        both = asyncio.gather(get_settler().settle(settlement), self.finish_window(settlement))
         try:
-            await asyncio.shield(task)
+            await asyncio.shield(both)
         except asyncio.CancelledError:
-            await task
+            await both
             raise
         finally:
-            await self.release_slot()
             self.report(settlement)
 
     async def abandon(self, stream: UpstreamStream | None = None) -> None:
@@ -354,14 +355,21 @@ class Metered:
             ttft_ms=int(ttft * 1000) if ttft is not None else None,
         )
 
-    async def release_slot(self) -> None:
-        """The call is over: its slot under the key's concurrency cap is free again."""
+    async def finish_window(self, settlement: Settlement) -> None:
+        """The call is over: its slot under the key's concurrency cap is free again, and its
+        rate-limit entry keeps the tokens it used instead of the worst case it was admitted at
+        (nothing, if it was not charged) — one Redis round trip, run beside the settlement's
+        commit, so the answer waits for neither longer than for the commit, and the window the
+        client sees next already shows what the call used."""
         if self.slot_keeper is not None:
             self.slot_keeper.cancel()
             self.slot_keeper = None
-        if self.limits is not None and self.limits.slot:
-            limits, self.limits = self.limits, None
-            await asyncio.shield(asyncio.ensure_future(ratelimit.release_slot(self.caller.key_id, limits)))
+        limits, self.limits = self.limits, None
+        if limits is None or not limits.entry:
+            return
+        used = settlement.prompt_tokens + settlement.completion_tokens if settlement.charge else 0
+        if limits.slot or used < self.parsed.token_cost:
+            await ratelimit.finish(self.caller.key_id, limits, used)
 
     def public_error(self, error: ApiError) -> ApiError:
         """An upstream's error as the client may see it: the upstream's model name replaced."""

@@ -61,7 +61,7 @@ class Decision:
     retry_after_ms: int = 0  # when refused: until a request of this size would be admitted
     refused_by: str = ""  # "concurrency" | "requests" | "tokens" | "tokens_exceed_limit"
     entry: str = ""  # handle for release()
-    slot: bool = False  # a concurrency slot was taken: give it back with release_slot()
+    slot: bool = False  # a concurrency slot was taken: give it back with finish()
     limit_concurrency: int = 0
 
     @property
@@ -101,7 +101,7 @@ def format_duration(ms: int) -> str:
 # With peek = "1" nothing is consumed: the state is only read (for headers on early errors).
 # The in-flight set holds one member per request in flight, scored with the time its lease
 # ends: a worker renews the leases of its calls (refresh) and removes them when they end
-# (release_slot); a killed worker's members simply expire. The cap is checked first, and a
+# (finish); a killed worker's members simply expire. The cap is checked first, and a
 # request refused by any limit consumes nothing from the others.
 # Returns {admitted, count, token_sum, reset_req_ms, reset_tok_ms, retry_ms, refused_by}.
 _ADMIT_SCRIPT = """
@@ -211,6 +211,25 @@ return removed
 """
 
 
+# KEYS as above. ARGV: member, admitted cost, used tokens. A call has ended: its entry in the
+# token window keeps what it used instead of the worst case it was admitted at (never more),
+# and its concurrency slot is freed, in one round trip.
+_FINISH_SCRIPT = """
+redis.call('ZREM', KEYS[4], ARGV[1])
+local admitted = tonumber(ARGV[2])
+local used = tonumber(ARGV[3])
+if used >= admitted then return 0 end
+local old = ARGV[1] .. ':' .. ARGV[2]
+local score = redis.call('ZSCORE', KEYS[2], old)
+if not score then return 0 end
+redis.call('ZREM', KEYS[2], old)
+if used > 0 then redis.call('ZADD', KEYS[2], score, ARGV[1] .. ':' .. used) end
+local sum = redis.call('DECRBY', KEYS[3], admitted - used)
+if sum <= 0 then redis.call('DEL', KEYS[3]) end
+return admitted - used
+"""
+
+
 # KEYS: the in-flight zset. ARGV: member, lease_ms. Renew a call's lease, if it still has one.
 _REFRESH_SLOT_SCRIPT = """
 local t = redis.call('TIME')
@@ -245,6 +264,7 @@ class RedisLimiter:
         self.release_script = self.redis.register_script(_RELEASE_SCRIPT)
         self.auth_failure_script = self.redis.register_script(_AUTH_FAILURE_SCRIPT)
         self.refresh_slot_script = self.redis.register_script(_REFRESH_SLOT_SCRIPT)
+        self.finish_script = self.redis.register_script(_FINISH_SCRIPT)
         self.lease_ms = int(settings.DOS_AI_CONCURRENCY_LEASE_SECONDS * 1000)
 
     @staticmethod
@@ -280,8 +300,9 @@ class RedisLimiter:
         member, cost = entry.split("|")
         await self.release_script(keys=self._keys(key_id), args=[member, cost])
 
-    async def release_slot(self, key_id: int, entry: str) -> None:
-        await self.redis.zrem(self._keys(key_id)[3], entry.split("|")[0])
+    async def finish(self, key_id: int, entry: str, used: int) -> None:
+        member, cost = entry.split("|")
+        await self.finish_script(keys=self._keys(key_id), args=[member, cost, used])
 
     def slot_location(self, key_id: int, entry: str) -> tuple[str, str]:
         """(Redis key, member) of a call's concurrency slot, for whoever settles it if its worker dies."""
@@ -373,15 +394,20 @@ class MemoryLimiter:
                     del self.auth_failures[stale]
             return failures + 1, started + self.window_ms - now
 
-    async def release_slot(self, key_id: int, entry: str) -> None:
-        with self.lock:
-            self.in_flight.get(key_id, {}).pop(entry, None)
-
     async def refresh_slot(self, key_id: int, entry: str) -> None:
         with self.lock:
             slots = self.in_flight.get(key_id, {})
             if entry in slots:
                 slots[entry] = int(time.monotonic() * 1000) + self.lease_ms
+
+    async def finish(self, key_id: int, entry: str, used: int) -> None:
+        with self.lock:
+            self.in_flight.get(key_id, {}).pop(entry, None)
+            entries = self.windows.get(key_id) or deque()
+            for index, (at, member, cost) in enumerate(entries):
+                if member == entry:
+                    entries[index] = (at, member, min(cost, used))
+                    break
 
     async def release(self, key_id: int, entry: str) -> None:
         with self.lock:
@@ -438,14 +464,17 @@ async def release(key_id: int, decision: Decision | None) -> None:
         logger.warning("could not release a rate-limit entry: %r", error)
 
 
-async def release_slot(key_id: int, decision: Decision | None) -> None:
-    """Give back the call's slot for requests in flight (its rate-limit entry stays)."""
-    if decision is None or not decision.slot:
+async def finish(key_id: int, decision: Decision | None, used_tokens: int) -> None:
+    """A call has ended: its window entry keeps the tokens it used instead of the worst case it
+    was admitted at (admission counts the prompt's upper bound and the whole completion budget;
+    the window should then show what was spent), and its concurrency slot is freed — one round
+    trip for both."""
+    if decision is None or not decision.entry:
         return
     try:
-        await get_limiter().release_slot(key_id, decision.entry)
-    except Exception as error:  # noqa: BLE001 - the slot's lease ends it anyway
-        logger.warning("could not release a concurrency slot (its lease will): %r", error)
+        await get_limiter().finish(key_id, decision.entry, max(0, used_tokens))
+    except Exception as error:  # noqa: BLE001 - only errs towards stricter limits; a slot's lease ends it
+        logger.warning("could not record a call's use in its rate-limit window: %r", error)
 
 
 def slot_location(key_id: int, decision: Decision | None) -> tuple[str, str]:

@@ -20,7 +20,7 @@ async def test_the_cap_is_exact_and_a_refusal_consumes_nothing(make_limiter) -> 
     assert (first.admitted, second.admitted, third.admitted) == (True, True, False)
     assert (third.refused_by, third.retry_after_seconds, third.slot) == ("concurrency", 1, False)
     assert third.remaining_requests == 98  # the refused call took no rate-limit entry
-    await limiter.release_slot(7, first.entry)
+    await limiter.finish(7, first.entry, 10)
     fourth = await admit(limiter)
     assert fourth.admitted and fourth.remaining_requests == 97
 
@@ -48,4 +48,19 @@ async def test_without_a_cap_no_slot_is_taken(make_limiter) -> None:
     limiter = make_limiter(60, lease_seconds=60)
     decisions = [await admit(limiter, cap=0) for _ in range(5)]
     assert all(decision.admitted and not decision.slot for decision in decisions)
-    await ratelimit.release_slot(7, decisions[0])  # nothing to give back: a no-op
+    await ratelimit.finish(7, decisions[0], 10)  # no slot to give back, nothing used beyond: a no-op
+
+
+async def test_a_finished_call_keeps_what_it_used_in_the_token_window(make_limiter) -> None:
+    """Admission counts the worst case; once the call ends its entry holds what it used."""
+    limiter = make_limiter(60, lease_seconds=60)
+    first = await limiter.admit(7, rpm=100, tpm=10_000, cost=4_000, max_concurrency=0)
+    second = await limiter.admit(7, rpm=100, tpm=10_000, cost=4_000, max_concurrency=0)
+    assert (await limiter.admit(7, rpm=100, tpm=10_000, cost=4_000, max_concurrency=0)).refused_by == "tokens"
+
+    await limiter.finish(7, first.entry, 150)
+    await limiter.finish(7, second.entry, 9_999)  # more than admitted: the entry keeps its admitted cost
+
+    peeked = await limiter.admit(7, rpm=100, tpm=10_000, cost=0, peek=True)
+    assert (peeked.remaining_requests, peeked.remaining_tokens) == (98, 10_000 - 150 - 4_000)
+    assert (await limiter.admit(7, rpm=100, tpm=10_000, cost=4_000, max_concurrency=0)).admitted

@@ -8,6 +8,7 @@ short windows (2 s) keep the suite fast.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import math
 import re
 import time
@@ -21,8 +22,10 @@ import pytest
 from accounts.models import User
 from accounts.services import account_set_limits, account_set_plan
 from apikeys.services import api_key_create
-from billing.models import CreditAccount
+from billing.models import CreditAccount, CreditHold
 from dosportal.testing.costs import token_cost
+from dosportal.testing.gateway import wait_for
+from dosportal.testing.upstream import COMPLETION_TOKENS, PROMPT_TOKENS
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -68,6 +71,10 @@ def chat(gateway, key: str, max_tokens: int | None = 10, **body) -> Sent:
     if max_tokens is not None:
         payload["max_tokens"] = max_tokens
     return send("POST", gateway, "/v1/chat/completions", key, json=payload)
+
+
+# What a finished chat call leaves in the window: the tokens the fake upstream reports it used.
+USED = PROMPT_TOKENS + COMPLETION_TOKENS
 
 
 def cost_of(max_tokens: int | None = 10, **body) -> int:
@@ -157,7 +164,7 @@ def test_the_limit_is_admitted_the_next_is_429_and_after_the_window_slides_one_m
     assert refused.response.json() == rate_limit_error(
         f"Rate limit reached for requests per minute (RPM): limit 3, used 3, requested 1. Retry after {wait}s."
     )
-    assert refused.remaining() == (0, 100_000 - 3 * cost_of())
+    assert refused.remaining() == (0, 100_000 - 3 * USED)  # ended calls keep what they used
     assert len(fake_upstream.requests) == 3  # the refused one was not forwarded
 
     age_window(api_key, 15)  # the 1st is now more than 30 s old; the 2nd and 3rd about 15 s
@@ -165,7 +172,7 @@ def test_the_limit_is_admitted_the_next_is_429_and_after_the_window_slides_one_m
     refused_again = chat(aged, api_key)
 
     assert again.status == 200
-    assert again.remaining() == (0, 100_000 - 3 * cost_of())  # the 2nd, the 3rd and this one
+    assert again.remaining() == (0, 100_000 - 2 * USED - cost_of())  # the 2nd, the 3rd, and this one's worst case
     assert refused_again.status == 429
     assert int(refused_again.header("retry-after")) in retry_after_choices(second, refused_again, LONG_WINDOW, aged=15)
 
@@ -173,32 +180,31 @@ def test_the_limit_is_admitted_the_next_is_429_and_after_the_window_slides_one_m
 def test_tokens_are_limited_with_a_large_max_tokens_and_a_refused_request_consumes_nothing(
     aged, api_key, api_user, fake_upstream
 ):
+    """Calls in flight count their worst case (max_tokens); once they end, what they used."""
     account_set_limits(user=api_user, requests_per_minute=100, tokens_per_minute=5000)
     cost = cost_of(2000)
-
-    first = chat(aged, api_key, max_tokens=2000)
-    age_window(api_key, 15)
-    second = chat(aged, api_key, max_tokens=2000)
-    refused = chat(aged, api_key, max_tokens=2000)
+    fake_upstream.response_delay = 1.0
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        running = [pool.submit(chat, aged, api_key, 2000) for _ in range(2)]
+        wait_for(lambda: True if CreditHold.objects.count() == 2 else None, what="two calls in flight")
+        refused = chat(aged, api_key, max_tokens=2000)
+        first, second = sorted((future.result() for future in running), key=lambda sent: -sent.remaining()[1])
+    fake_upstream.response_delay = 0
     small_one = chat(aged, api_key, max_tokens=10)
 
     assert (first.status, first.remaining()) == (200, (99, 5000 - cost))
     assert (second.status, second.remaining()) == (200, (98, 5000 - 2 * cost))
     assert refused.status == 429
     wait = int(refused.header("retry-after"))
-    assert wait in retry_after_choices(first, refused, LONG_WINDOW, aged=15)  # the 1st alone frees enough
+    assert 1 <= wait <= LONG_WINDOW
     assert refused.response.json() == rate_limit_error(
         f"Rate limit reached for tokens per minute (TPM): limit 5000, used {2 * cost}, requested {cost}. "
         f"Retry after {wait}s."
     )
     assert refused.remaining() == (98, 5000 - 2 * cost)  # requests remaining unchanged by the refusal
-    assert (small_one.status, small_one.remaining()) == (200, (97, 5000 - 2 * cost - cost_of(10)))
-
-    age_window(api_key, 15)  # the 1st leaves the window; the rest stay
-    after = chat(aged, api_key, max_tokens=2000)
-
-    assert (after.status, after.remaining()) == (200, (97, 5000 - 2 * cost - cost_of(10)))  # 2nd, small one, this
-    assert len(fake_upstream.requests) == 4
+    # The two ended: they keep what they used, and the next call fits at once.
+    assert (small_one.status, small_one.remaining()) == (200, (97, 5000 - 2 * USED - cost_of(10)))
+    assert len(fake_upstream.requests) == 3
 
 
 def test_a_request_bigger_than_the_token_limit_is_refused_and_says_so(small, api_key, api_user, fake_upstream):
@@ -226,9 +232,9 @@ def test_token_cost_is_estimated_prompt_plus_max_tokens_times_n(gateway, api_key
 
     first, second = cost_of(None), cost_of(500, max_completion_tokens=20, n=2)
     assert first - 1024 == second - 1000 - len(',"max_completion_tokens":20,"n":2,"max_tokens":500')
-    assert default.remaining() == (59, 100_000 - first)
-    assert budgeted.remaining() == (58, 100_000 - first - second)
-    assert listing.remaining() == (57, 100_000 - first - second)
+    assert default.remaining() == (59, 100_000 - first)  # at its admission: its worst case
+    assert budgeted.remaining() == (58, 100_000 - USED - second)  # the first has ended: what it used
+    assert listing.remaining() == (57, 100_000 - 2 * USED)
 
 
 # --- headers -----------------------------------------------------------------------
@@ -255,10 +261,10 @@ def test_every_response_for_a_known_key_carries_the_headers_and_they_count_down(
         assert response.header("x-ratelimit-limit-requests") == "5"
         assert response.header("x-ratelimit-limit-tokens") == "1000"
         assert response.header("x-ratelimit-reset-requests") != "0ms"
-    left = 1000 - cost_of()
+    left = 1000 - USED  # the completion's worst case while it ran, what it used once it ended
     assert [r.remaining() for r in responses] == [
         (4, 1000),
-        (3, left),
+        (3, 1000 - cost_of()),
         (3, left),  # a bad body is answered before admission: nothing counted
         (3, left),  # so is an unknown model
         (3, left),  # and an unknown model's description
