@@ -105,6 +105,14 @@ limiter_fail_open_total = Counter(
     "dos_ai_limiter_fail_open", "Requests admitted without a rate-limit decision because Redis was unreachable."
 )
 settlement_retries_total = Counter("dos_ai_settlement_retries", "Settlements retried after a database failure.")
+settlements_refused_total = Counter(
+    "dos_ai_settlements_refused", "Settlements the database refused (not an outage): each waits, logged at ERROR."
+)
+spool_write_failures_total = Counter(
+    "dos_ai_spool_write_failures",
+    "Writes to the settlement spool that failed (the settlement waits in memory), by operation.",
+    ["operation"],
+)
 metrics_scrapes_total = Counter("dos_ai_metrics_scrapes", "Requests to /metrics, by result.", ["result"])
 
 
@@ -375,6 +383,20 @@ def settlement_retry() -> None:
     _start_flusher()
     with _lock:
         _settlement_retries.amount += 1
+
+
+SPOOL_OPERATIONS = frozenset({"keep", "done", "refused", "adopt", "check"})
+
+
+def settlement_refused() -> None:
+    """Rare (a settlement the database refuses): written at once."""
+    settlements_refused_total.inc()
+
+
+def spool_write_failed(operation: str) -> None:
+    """The spool could not be written (`operation`: keep, done, refused, adopt, or /healthz's check).
+    Rare: written at once."""
+    spool_write_failures_total.labels(operation if operation in SPOOL_OPERATIONS else "other").inc()
 
 
 def _forget_dead_workers() -> None:
