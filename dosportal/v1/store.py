@@ -47,13 +47,15 @@ from billing.models import ServedModel, UpstreamEndpoint
 from billing.money import PricedPerMillion
 from billing.services import Refusal
 from billing.settlement import Settlement
+from dosportal.dbpool import AsyncCheck
 from dosportal.v1.loops import PerEventLoop
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-BREAKER_SECONDS = 1.0
+# After a failed probe, calls are refused at once for this long (then the next one probes).
+BREAKER_SECONDS = 0.25
 PROBE_TIMEOUT = 1.0
 # last_used_at is accurate to this interval: at most one write a minute per key.
 LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
@@ -323,12 +325,16 @@ class PgStore:
             timeout=timeout,
             max_idle=settings.DOS_AI_DB_POOL_MAX_IDLE,
             reconnect_timeout=0,  # keep trying to reconnect for as long as PostgreSQL is away
+            # Connections a PostgreSQL restart closed are discarded before use (no round trip).
+            check=AsyncCheck(lambda: self.pool),
             open=False,
         )
         self.opened = False
         self.open_lock = asyncio.Lock()
-        # The breaker: open (refusing at once) while down_until is set; after it passes, one
-        # call at a time probes with a short wait until one succeeds.
+        # The breaker: open while down_until is set. Then one call at a time probes with a
+        # new connection of its own (refused at once while the server is down, so the probe
+        # is fast); calls that arrive during a probe, or within BREAKER_SECONDS of a failed
+        # one, are refused at once.
         self.down_until = 0.0
         self.probing = False
         self.connected_once = False
@@ -352,7 +358,8 @@ class PgStore:
         if self.down_until:
             if self.probing or time.monotonic() < self.down_until:
                 raise StoreUnavailable("database unavailable (recent failure)")
-            self.probing, probe, timeout = True, True, min(self.timeout, PROBE_TIMEOUT)
+            await self._probe()
+            probe, timeout = True, min(self.timeout, PROBE_TIMEOUT)
         elif not self.connected_once:
             # A pool that has never had a connection is no busier than empty: if the first
             # one cannot be made quickly, PostgreSQL is away — do not wait the whole DOS_AI_DB_TIMEOUT.
@@ -372,11 +379,26 @@ class PgStore:
         except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as error:
             self._trip(error)
             raise StoreUnavailable(str(error)) from error
-        finally:
-            if probe:
-                self.probing = False
+        if self.down_until:
+            logger.warning("database available again on /v1")
         self.down_until, self.connected_once = 0.0, True
         return result
+
+    async def _probe(self) -> None:
+        """While the breaker is open: can a new connection be made now? One call at a time
+        asks, on a connection of its own rather than the pool's (whose attempts go on in the
+        background and only time out), so a server that refuses answers in a millisecond and
+        the first call after PostgreSQL is back is served."""
+        self.probing = True
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT):
+                conn = await psycopg.AsyncConnection.connect(self.pool.conninfo, **self.pool.kwargs)
+            await conn.close()
+        except (psycopg.Error, OSError, TimeoutError) as error:
+            self._trip(error)
+            raise StoreUnavailable(str(error)) from error
+        finally:
+            self.probing = False
 
     def _trip(self, error: BaseException) -> None:
         if not self.down_until:
