@@ -17,3 +17,6 @@ urlpatterns = [
     path("keys/", include("apikeys.urls")),
     path("", include("billing.urls")),
 ]
+
+# A database that cannot be reached is a 503 page, not a 500 (dosportal.errors).
+handler500 = "dosportal.errors.server_error"
