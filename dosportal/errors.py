@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 
+from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.template import loader
@@ -35,6 +36,7 @@ def server_error(request: HttpRequest) -> HttpResponse:
     # handler's thread under ASGI), so it is still the current one here.
     if not database_is_unavailable(sys.exc_info()[1]):
         return defaults.server_error(request)
-    response = HttpResponse(loader.render_to_string("503.html"), status=503)
+    page = loader.render_to_string("503.html", {"static_url": settings.STATIC_URL})
+    response = HttpResponse(page, status=503)
     response["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
