@@ -181,6 +181,25 @@ def read_waiting(lines: list[str]) -> list[Settlement]:
     return list(kept.values())
 
 
+def spooled(directory: Path) -> tuple[list[Settlement], set[int]]:
+    """What every worker's spool of this database keeps waiting, and the holds among them
+    whose settlement the database refused (for `balance`: read only, without locks)."""
+    waiting: list[Settlement] = []
+    refused: set[int] = set()
+    if not directory.is_dir():
+        return waiting, refused
+    for path in sorted(directory.glob(SPOOL_GLOB.format(tag=database_tag()))):
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (FileNotFoundError, PermissionError):
+            continue  # written meanwhile (and removed), or another user's
+        waiting.extend(read_waiting(lines))
+        for line in lines:
+            with contextlib.suppress(ValueError, TypeError, KeyError):  # not a "refused" line
+                refused.add(int(json.loads(line)["refused"]))
+    return waiting, refused & {settlement.hold_id for settlement in waiting}
+
+
 class Settler:
     def __init__(self, store: Store, spool: Spool):
         self.store = store
