@@ -143,9 +143,12 @@ def faults(throwaway_postgres: ThrowawayPostgres, fake_upstream, tmp_path: Path)
 class Stream(threading.Thread):
     """One streaming chat completion read in a thread: its request id, its events, how it ended."""
 
-    def __init__(self, url: str, key: str):
+    def __init__(self, url: str, key: str, client_request_id: str = ""):
         super().__init__(daemon=True)
         self.url, self.key = url, key
+        self.headers = {"Authorization": f"Bearer {key}"} | (
+            {"X-Request-Id": client_request_id} if client_request_id else {}
+        )
         self.started = threading.Event()
         self.events: list[str] = []
         self.request_id = ""
@@ -158,7 +161,7 @@ class Stream(threading.Thread):
                 "POST",
                 f"{self.url}/v1/chat/completions",
                 json={**CHAT, "stream": True},
-                headers={"Authorization": f"Bearer {self.key}"},
+                headers=self.headers,
                 timeout=60,
             ) as response:
                 self.status = response.status_code
@@ -560,3 +563,40 @@ def test_with_a_spool_that_cannot_be_written_and_postgresql_down_calls_are_serve
     assert "settlement spool" in logs and "failed" in logs
     time.sleep(1.0)  # nothing is written twice
     assert len(faults.rows(account)["ledger"]) == 1 + len(streams)
+
+
+def alter(faults: Faults, change: str) -> None:
+    """ALTER TABLE on the usage records of the throwaway database (names from the model, not input)."""
+    with psycopg.connect(faults.postgres.url, autocommit=True, connect_timeout=5) as connection:
+        connection.execute(f"ALTER TABLE {UsageRecord._meta.db_table} {change}")
+
+
+def test_a_settlement_the_database_refuses_waits_and_is_reported_while_the_others_are_written(faults, fake_upstream):
+    account = faults.account()
+    gateway = faults.gateway()
+    # Not an outage: PostgreSQL refuses this one call's settlement (a check on what it writes).
+    alter(faults, "ADD CONSTRAINT fault_refuse CHECK (client_request_id <> 'refuse-me') NOT VALID")
+    fake_upstream.chunk_delay = 0.5
+    refused = Stream(gateway.url, account.key, client_request_id="refuse-me")
+    refused.start()  # first, so its settlement is first in the retry queue
+    assert refused.started.wait(30)
+    streams = [refused, *streams_cut_by_a_database_outage(faults, gateway, account, count=4)]
+    refused.join(60)
+    assert_delivered_in_full(streams)
+
+    faults.postgres.start()
+    others = [stream.request_id for stream in streams[1:]]
+    assert faults.wait_for(lambda: len(faults.rows(account)["usage"]) == len(others), 15), faults.rows(account)
+    waiting = manage(faults.env(), "balance", account.email, check=False)
+    [hold] = faults.rows(account)["holds"]
+    alter(faults, "DROP CONSTRAINT fault_refuse")
+
+    assert sorted(row[0] for row in faults.rows(account)["usage"]) == sorted(others)
+    assert waiting.returncode == 1
+    assert (
+        f"MISMATCH: the database refused the settlement of hold {hold[0]}, which waits in the spool" in waiting.stdout
+    )
+    assert "refused by the database; kept for retry, the others are written" in gateway.logs()
+    # Once the database takes it, it is written like the others, once.
+    assert faults.wait_for(lambda: not faults.rows(account)["holds"], 15), faults.rows(account)
+    assert_charged_once_each(faults, account, [stream.request_id for stream in streams])
