@@ -6,18 +6,22 @@ next statement on that connection fails — which, without a check, is a 500 on 
 and a tripped breaker on /v1 for each stale connection in turn (issue 21: 22 s of 503s and
 27 dashboard 500s after a 6-second restart).
 
-/v1's pool (dosportal.v1.store) is given the `check` callback from here. (Django's pool is
-checked by Django's CONN_HEALTH_CHECKS — dosportal.settings — since Django passes its pool a
-`check` of its own.) This check does not send anything: an idle connection has
-nothing to read, so a socket that is readable (the server's goodbye, or end-of-file) means the
-server closed it — one poll(2) with a zero timeout, about 2 µs, instead of the round trip of
-psycopg_pool's `check_connection` on every checkout of the hot path (three per /v1 call).
-What it cannot see — a server that vanished without closing the socket — fails the statement
-as before (an outage: 503, and on /v1 the breaker).
+/v1's store (dosportal.v1.store, `_with_connection`) checks each connection it takes from
+its pool with `closed_by_server`. (Django's pool is checked by Django's CONN_HEALTH_CHECKS —
+dosportal.settings — since Django passes its pool a `check` of its own.) This check does not
+send anything: an idle connection has nothing to read, so a socket that is readable (the
+server's goodbye, or end-of-file) means the server closed it — one poll(2) with a zero
+timeout, about 2 µs (measured), instead of the round trip of psycopg_pool's
+`check_connection` on every checkout of the hot path (three per /v1 call). What it cannot see
+— a server that vanished without closing the socket — fails the statement as before (an
+outage: 503, and on /v1 the breaker).
 
 When one stale connection is found, the others of the pool are of the same age and almost
-surely stale too, so the pool is drained at once: otherwise psycopg_pool's check loop would
-sleep between failed checks (1 s, 2 s, ...), one more for each stale connection.
+surely stale too, so the pool is drained at once (`Drains`), and the store waits for a new
+connection no longer than its breaker's probe does: after a restart one comes at once, while
+the server is down none will, and the call gets its 503 within a second. (psycopg_pool's own
+`check=` hook would not do: its loop waits the whole pool timeout for a replacement, and
+sleeps 1 s, 2 s, ... between connections that fail their check.)
 
 No statement is ever retried on a fresh connection after it failed: from the client there is
 no telling whether a statement that failed reached the server, and a second reservation or
@@ -37,10 +41,6 @@ import psycopg
 DRAIN_INTERVAL_SECONDS = 1.0
 
 
-class StaleConnection(psycopg.OperationalError):
-    """The server closed this pooled connection while it was idle."""
-
-
 def closed_by_server(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
     """True when the idle connection `conn` is closed, or its server has said goodbye."""
     if conn.closed:
@@ -50,7 +50,9 @@ def closed_by_server(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any
     return bool(poller.poll(0))
 
 
-class _Drains:
+class Drains:
+    """At most one drain of a pool per DRAIN_INTERVAL_SECONDS."""
+
     def __init__(self) -> None:
         self.last = -1e9
 
@@ -60,19 +62,3 @@ class _Drains:
             return False
         self.last = now
         return True
-
-
-class AsyncCheck:
-    """`check` for psycopg_pool.AsyncConnectionPool (/v1's): `pool` returns the pool."""
-
-    def __init__(self, pool: Any):
-        self.pool = pool
-        self.drains = _Drains()
-
-    async def __call__(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        if not closed_by_server(conn):
-            return
-        await conn.close()
-        if self.drains.due():
-            await self.pool().drain()
-        raise StaleConnection("the server closed this pooled connection (PostgreSQL restarted?)")

@@ -47,7 +47,7 @@ from billing.models import ServedModel, UpstreamEndpoint
 from billing.money import PricedPerMillion
 from billing.services import Refusal
 from billing.settlement import Settlement
-from dosportal.dbpool import AsyncCheck
+from dosportal.dbpool import Drains, closed_by_server
 from dosportal.v1.loops import PerEventLoop
 
 logger = logging.getLogger(__name__)
@@ -325,8 +325,6 @@ class PgStore:
             timeout=timeout,
             max_idle=settings.DOS_AI_DB_POOL_MAX_IDLE,
             reconnect_timeout=0,  # keep trying to reconnect for as long as PostgreSQL is away
-            # Connections a PostgreSQL restart closed are discarded before use (no round trip).
-            check=AsyncCheck(lambda: self.pool),
             open=False,
         )
         self.opened = False
@@ -337,6 +335,7 @@ class PgStore:
         # one, are refused at once.
         self.down_until = 0.0
         self.probing = False
+        self.drains = Drains()
         self.connected_once = False
         self.catalogue = _CatalogueCache()
         self.batches = _SettleBatches(self._settle_batch)
@@ -370,8 +369,20 @@ class PgStore:
                     await self.pool.open(wait=False)
                     self.opened = True
         try:
-            async with self.pool.connection(timeout=timeout) as conn:
-                result = await run(conn)
+            for _ in range(self.pool.max_size + 1):
+                async with self.pool.connection(timeout=timeout) as conn:
+                    stale = closed_by_server(conn)
+                    if stale:
+                        await self._discard_stale(conn)
+                    else:
+                        result = await run(conn)
+                if not stale:
+                    break
+                # PostgreSQL closed the pool's connections: it restarted (a new connection comes
+                # at once) or it is down (none will): wait for one no longer than a probe does.
+                probe, timeout = True, min(self.timeout, PROBE_TIMEOUT)
+            else:
+                raise psycopg_pool.PoolTimeout("every pooled connection was closed by the server")
         except psycopg_pool.PoolTimeout as error:
             if probe or self.pool.get_stats().get("pool_size", 0) == 0:
                 self._trip(error)  # no connection could be made at all: the server is away
@@ -383,6 +394,14 @@ class PgStore:
             logger.warning("database available again on /v1")
         self.down_until, self.connected_once = 0.0, True
         return result
+
+    async def _discard_stale(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """A connection the server closed goes (given back closed, the pool replaces it), and so
+        do the other idle ones, which are as old (dosportal.dbpool) — nothing was sent on it."""
+        await conn.close()
+        if self.drains.due():
+            logger.warning("pooled /v1 connections were closed by PostgreSQL (restarted?): replacing them")
+            await self.pool.drain()
 
     async def _probe(self) -> None:
         """While the breaker is open: can a new connection be made now? One call at a time
