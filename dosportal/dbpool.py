@@ -17,9 +17,9 @@ timeout, about 2 µs (measured), instead of the round trip of psycopg_pool's
 outage: 503, and on /v1 the breaker).
 
 When one stale connection is found, the others of the pool are of the same age and almost
-surely stale too, so the pool is drained at once (`Drains`), and the store waits for a new
-connection no longer than its breaker's probe does: after a restart one comes at once, while
-the server is down none will, and the call gets its 503 within a second. (psycopg_pool's own
+surely stale too, so the pool is drained at once (`Drains`), and the store probes with a
+connection of its own before waiting for the pool's next one: after a restart that succeeds
+at once, while the server is down it is refused at once and the call gets its 503. (psycopg_pool's own
 `check=` hook would not do: its loop waits the whole pool timeout for a replacement, and
 sleeps 1 s, 2 s, ... between connections that fail their check.)
 

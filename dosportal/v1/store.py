@@ -378,8 +378,10 @@ class PgStore:
                         result = await run(conn)
                 if not stale:
                     break
-                # PostgreSQL closed the pool's connections: it restarted (a new connection comes
-                # at once) or it is down (none will): wait for one no longer than a probe does.
+                # PostgreSQL closed the pool's connections: it restarted, or it is down. A probe
+                # tells which in a millisecond when it refuses (StoreUnavailable, breaker open);
+                # then the pool's new connection is waited for no longer than a probe would.
+                await self._probe()
                 probe, timeout = True, min(self.timeout, PROBE_TIMEOUT)
             else:
                 raise psycopg_pool.PoolTimeout("every pooled connection was closed by the server")
