@@ -142,19 +142,23 @@ class Spool:
             if path == self.path:
                 continue
             try:
-                file = path.open("r", encoding="utf-8")
+                self._adopt(path, take)
             except FileNotFoundError:
-                continue
-            with file:
-                try:
-                    fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue  # its worker is alive and will write these itself
-                if not _still_named(file.fileno(), path):
-                    continue  # another worker adopted and removed it between our open and lock
-                if take(read_waiting(file.read().splitlines())):
-                    with contextlib.suppress(FileNotFoundError):
-                        path.unlink()
+                continue  # adopted and removed by another worker meanwhile
+            except OSError as error:  # this file only (another user's, a read-only directory)
+                logger.error("cannot adopt the settlement spool file %s: %r", path, error)
+
+    @staticmethod
+    def _adopt(path: Path, take: Callable[[list[Settlement]], bool]) -> None:
+        with path.open("r", encoding="utf-8") as file:
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # its worker is alive and will write these itself
+            if not _still_named(file.fileno(), path):
+                return  # another worker adopted and removed it between our open and lock
+            if take(read_waiting(file.read().splitlines())):
+                path.unlink()
 
 
 def _still_named(fd: int, path: Path) -> bool:

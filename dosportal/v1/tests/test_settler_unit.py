@@ -244,3 +244,19 @@ async def test_a_live_workers_file_is_not_adopted(tmp_path) -> None:
     assert other.waiting == {}
     assert [entry["keep"]["hold_id"] for entry in spool_entries(tmp_path)] == [1]
     await live.close()
+
+
+async def test_a_spool_file_that_cannot_be_adopted_does_not_stop_the_adoption_of_the_others(tmp_path, caplog) -> None:
+    unreadable = tmp_path / f"settle-{Spool(tmp_path).tag}-0-0.jsonl"
+    unreadable.mkdir()  # open() fails on it (IsADirectoryError), whoever runs the test
+    orphan = abandoned_spool(tmp_path, 4)
+    store = FakeStore()
+    adopter = Settler(store, Spool(tmp_path))
+
+    with caplog.at_level(logging.ERROR, logger="dosportal.v1.settler"):
+        adopter.adopt()
+
+    assert list(adopter.waiting) == [4]
+    assert not orphan.exists()
+    assert any("cannot adopt the settlement spool file" in record.getMessage() for record in caplog.records)
+    await adopter.close()
