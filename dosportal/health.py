@@ -8,12 +8,27 @@
 
 200 when the database answers (with the upstreams that are short of healthy endpoints, if
 any: "degraded"), 503 when it does not or when a model has no healthy endpoint left.
+
+A settlement spool (`DOS_AI_SPOOL_DIR`) that cannot be written adds `"spool": "not writable"`
+(and "degraded" to an "ok"), logged at ERROR and counted in
+`dos_ai_spool_write_failures_total{operation="check"}`, but keeps the 200: such a worker
+still serves and charges every call while PostgreSQL is up, and its settlements wait in
+memory while it is down (dosportal.v1.settler) — while the usual cause, a deployment whose
+spool is misconfigured, is the same on every worker, so a load balancer that pulled workers
+for it would take the whole service down for a risk that only matters during an outage.
+The check creates, writes and fsyncs an unnamed file in the directory, at most once every
+SPOOL_CHECK_SECONDS per worker.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import os
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -25,18 +40,56 @@ from django.utils.cache import add_never_cache_headers
 UPSTREAM_HEALTH_SECONDS = 1.0
 _upstream_health_memo: dict[str, Any] = {"at": -1e9, "value": {}}
 
+SPOOL_CHECK_SECONDS = 5.0
+_spool_memo: dict[str, Any] = {"at": -1e9, "value": True}
+
 Upstreams = dict[str, dict[str, int]]
 
+logger = logging.getLogger(__name__)
 
-def answer(*, database_ok: bool, upstreams: Upstreams) -> tuple[int, dict[str, Any]]:
+
+def answer(*, database_ok: bool, upstreams: Upstreams, spool_ok: bool = True) -> tuple[int, dict[str, Any]]:
     """The status code and body of /healthz."""
+    spool = {} if spool_ok else {"spool": "not writable"}
     if not database_ok:
-        return 503, {"status": "error", "database": "unavailable"}
+        return 503, {"status": "error", "database": "unavailable", **spool}
     if not upstreams:
-        return 200, {"status": "ok", "database": "ok"}
+        return 200, {"status": "ok" if spool_ok else "degraded", "database": "ok", **spool}
     unavailable = any(counts["healthy"] == 0 for counts in upstreams.values())
-    body = {"status": "unavailable" if unavailable else "degraded", "database": "ok", "upstreams": upstreams}
+    body = {"status": "unavailable" if unavailable else "degraded", "database": "ok", "upstreams": upstreams, **spool}
     return (503 if unavailable else 200), body
+
+
+def spool_writable() -> bool:
+    """A file can be created, written and fsynced in the settlement spool's directory."""
+    from django.conf import settings
+
+    from dosportal import metrics
+
+    directory = Path(settings.DOS_AI_SPOOL_DIR)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory, prefix=".healthz-") as probe:
+            probe.write(b"\n")
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as error:
+        metrics.spool_write_failed("check")
+        if _spool_memo["value"]:
+            logger.error("the settlement spool %s cannot be written: %r", directory, error)
+        return False
+    return True
+
+
+def spool_check_is_fresh() -> bool:
+    return time.monotonic() - _spool_memo["at"] < SPOOL_CHECK_SECONDS
+
+
+def spool_writable_recent() -> bool:
+    """`spool_writable()`, checked at most once every SPOOL_CHECK_SECONDS (blocking disk I/O)."""
+    if not spool_check_is_fresh():
+        _spool_memo["value"], _spool_memo["at"] = spool_writable(), time.monotonic()
+    return _spool_memo["value"]
 
 
 def database_answers() -> bool:
@@ -110,7 +163,8 @@ async def asgi_healthz(scope: dict[str, Any], send: Any) -> None:
         upstreams = _upstream_health_memo["value"]
     else:
         upstreams = await _upstream_health_in_thread()
-    status, body = answer(database_ok=database_ok, upstreams=upstreams)
+    spool_ok = _spool_memo["value"] if spool_check_is_fresh() else await asyncio.to_thread(spool_writable_recent)
+    status, body = answer(database_ok=database_ok, upstreams=upstreams, spool_ok=spool_ok)
     content = json.dumps(body).encode()
     await _send(send, status, content, [(b"content-type", b"application/json")], method)
 

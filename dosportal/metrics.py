@@ -112,6 +112,14 @@ written_off_total = Counter(
 recovered_holds_total = Counter(
     "dos_ai_recovered_holds", "Holds of calls whose worker died, settled for what they had delivered."
 )
+settlements_refused_total = Counter(
+    "dos_ai_settlements_refused", "Settlements the database refused (not an outage): each waits, logged at ERROR."
+)
+spool_write_failures_total = Counter(
+    "dos_ai_spool_write_failures",
+    "Writes to the settlement spool that failed (the settlement waits in memory), by operation.",
+    ["operation"],
+)
 metrics_scrapes_total = Counter("dos_ai_metrics_scrapes", "Requests to /metrics, by result.", ["result"])
 
 
@@ -391,6 +399,20 @@ def written_off(micros: int) -> None:
 
 def hold_recovered() -> None:
     recovered_holds_total.inc()
+
+
+SPOOL_OPERATIONS = frozenset({"keep", "done", "refused", "adopt", "check"})
+
+
+def settlement_refused() -> None:
+    """Rare (a settlement the database refuses): written at once."""
+    settlements_refused_total.inc()
+
+
+def spool_write_failed(operation: str) -> None:
+    """The spool could not be written (`operation`: keep, done, refused, adopt, or /healthz's check).
+    Rare: written at once."""
+    spool_write_failures_total.labels(operation if operation in SPOOL_OPERATIONS else "other").inc()
 
 
 def _forget_dead_workers() -> None:

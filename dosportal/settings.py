@@ -122,6 +122,14 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
             "timeout": envfloat("DATABASE_POOL_TIMEOUT", 10.0, minimum=0.1),
             "max_idle": envfloat("DATABASE_POOL_MAX_IDLE", 300.0, minimum=1.0),
         }
+    # With the pool, this is psycopg_pool's check of each connection a request takes from it
+    # (one empty query, a round trip per dashboard request): a connection that a PostgreSQL
+    # restart closed is replaced instead of failing the page. CONN_MAX_AGE=0 does not make it
+    # moot: the pool, not Django, keeps connections between requests, and without the check
+    # the first query of a request (the session's user, in the middleware) failed with
+    # OperationalError, a 500 (test_faults.py reproduces it). (Django passes the pool its own
+    # `check`, so /v1's cheaper one, dosportal.dbpool, cannot be given to it.)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 AUTH_USER_MODEL = "accounts.User"
 AUTHENTICATION_BACKENDS = [

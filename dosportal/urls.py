@@ -21,3 +21,6 @@ urlpatterns = [
     path("", include("billing.urls")),
     path("settings/webhooks/", include("webhooks.urls")),
 ]
+
+# A database that cannot be reached is a 503 page, not a 500 (dosportal.errors).
+handler500 = "dosportal.errors.server_error"

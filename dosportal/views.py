@@ -47,6 +47,8 @@ def healthz(request: HttpRequest) -> JsonResponse:
     ASGI, dosportal.asgi answers /healthz before any handler)."""
     database_ok = health.database_answers()
     status, body = health.answer(
-        database_ok=database_ok, upstreams=health.upstream_health_recent() if database_ok else {}
+        database_ok=database_ok,
+        upstreams=health.upstream_health_recent() if database_ok else {},
+        spool_ok=health.spool_writable_recent(),
     )
     return JsonResponse(body, status=status)

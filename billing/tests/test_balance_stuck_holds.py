@@ -13,6 +13,7 @@ from django.utils import timezone
 from accounts.models import User
 from billing.models import CreditHold
 from billing.services import credit_reserve
+from billing.settlement import Settlement
 
 
 def run_balance(email: str) -> str:
@@ -39,3 +40,40 @@ def test_a_hold_older_than_fifteen_minutes_is_reported_and_fails_the_command(own
         call_command("balance", owner.email, stdout=out)
 
     assert "MISMATCH: 1 hold older than 15 minutes" in out.getvalue()
+
+
+def spooled_settlement(owner: User, hold_id: int) -> Settlement:
+    return Settlement(
+        hold_id=hold_id, user_id=owner.pk, api_key_id=1, request_id=f"req_{hold_id}", client_request_id="",
+        endpoint="chat/completions", model="dos-ai", input_price_micros_per_million=500_000,
+        output_price_micros_per_million=1_500_000, prompt_tokens=11, completion_tokens=6, charge=True,
+        status_code=200, streamed=False, latency_ms=5, started_at=timezone.now(),
+    )  # fmt: skip
+
+
+def test_settlements_waiting_in_the_spool_are_listed_and_a_refused_one_fails_the_command(
+    owner: User, settings, tmp_path
+) -> None:
+    from dosportal.v1.settler import Spool
+
+    settings.DOS_AI_SPOOL_DIR = str(tmp_path)
+    kept, refused = (
+        credit_reserve(user_id=owner.pk, amount_micros=2_500, request_id=f"req_spooled_{n}") for n in range(2)
+    )
+    spool = Spool(tmp_path)
+    spool.keep(spooled_settlement(owner, kept))
+    spool.keep(spooled_settlement(owner, refused))
+    spool.refused(spooled_settlement(owner, refused), ValueError("a constraint"))
+    out = io.StringIO()
+
+    with pytest.raises(CommandError, match="refused a settlement"):
+        call_command("balance", owner.email, stdout=out)
+
+    assert f"Spooled:            $0.000030  (2 settlements waiting for the database: holds {kept}, {refused})" in (
+        out.getvalue()
+    )
+    assert f"MISMATCH: the database refused the settlement of hold {refused}, which waits in the spool" in (
+        out.getvalue()
+    )
+    spool.done(refused)  # written after all: nothing is left to report
+    assert "Spooled:" in run_balance(owner.email) and "refused" not in run_balance(owner.email)

@@ -239,3 +239,76 @@ def test_the_prometheus_job_sends_the_bearer_token() -> None:
     job = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())["scrape_configs"][0]
     assert job["metrics_path"] == "/metrics"
     assert job["authorization"]["type"] == "Bearer"
+
+
+# --- The settlement spool ---------------------------------------------------------------------
+# A settlement that waits for PostgreSQL must be written to disk that outlives the worker, by
+# the user the worker runs as (issue 21: the shipped files had it under a read-only /app and a
+# ProtectSystem=strict root). Not /run or /tmp: both are emptied by a restart.
+
+NOT_LASTING = ("/run/", "/tmp/", "/var/run/", "/dev/shm/")
+
+
+def dockerfile_env() -> dict[str, str]:
+    env = {}
+    for instruction, arguments in dockerfile_instructions():
+        if instruction == "ENV":
+            for assignment in shlex.split(arguments):
+                name, _, value = assignment.partition("=")
+                env[name] = value
+    return env
+
+
+def systemd_settings(unit: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for line in (DEPLOY / unit).read_text().splitlines():
+        if line and not line.startswith(("#", "[")):
+            key, _, value = line.partition("=")
+            found.setdefault(key, []).append(value)
+    return found
+
+
+def test_the_image_gives_its_spool_directory_to_the_runtime_user_and_declares_it_a_volume() -> None:
+    instructions = dockerfile_instructions()
+    spool = dockerfile_env()["DOS_AI_SPOOL_DIR"]
+    [user] = [arguments for instruction, arguments in instructions if instruction == "USER"]
+    [useradd] = [part.split() for _, arguments in instructions for part in arguments.split("&&") if "useradd" in part]
+    [volume] = [json.loads(arguments) for instruction, arguments in instructions if instruction == "VOLUME"]
+    order = [instruction for instruction, _ in instructions]
+    [(made_at, made)] = [(i, arguments) for i, (instruction, arguments) in enumerate(instructions)
+                         if instruction == "RUN" and f"mkdir -p {spool}" in arguments]  # fmt: skip
+    owner = re.search(r"chown (-R )?(\w+):(\w+) (\S+)", made)
+
+    assert spool.startswith("/var/lib/") and not spool.startswith(NOT_LASTING)
+    assert useradd[-1] == user == "portal"  # the user the image creates is the one it runs as
+    # The directory (or a parent, recursively) belongs to the user the server runs as...
+    assert owner is not None and (owner.group(2), owner.group(3)) == (user, useradd[useradd.index("--gid") + 1])
+    assert spool == owner.group(4) or (owner.group(1) and spool.startswith(owner.group(4).rstrip("/") + "/"))
+    # ...before it becomes a volume (Docker drops changes made to a volume's path after VOLUME),
+    # which happens before the server is started as that user.
+    assert volume == [spool]
+    assert made_at < order.index("VOLUME") < order.index("USER") < order.index("CMD")
+
+
+def test_compose_keeps_the_spool_on_a_named_volume_at_the_images_directory() -> None:
+    document = compose()
+    portal = document["services"]["portal"]
+    spool = portal["environment"]["DOS_AI_SPOOL_DIR"]
+
+    assert spool == dockerfile_env()["DOS_AI_SPOOL_DIR"]
+    mounts = [volume.split(":") for volume in portal["volumes"]]
+    assert [name for name, target in mounts if target == spool] == ["spool"]
+    assert "spool" in document["volumes"]
+    assert all(not spool.startswith(path.split(":")[0]) for path in portal.get("tmpfs", []))
+
+
+def test_the_systemd_unit_keeps_the_spool_in_its_state_directory_under_protect_system_strict() -> None:
+    unit = systemd_settings("dosportal.service")
+    environment = dict(assignment.split("=", 1) for assignment in unit["Environment"])
+    spool = environment["DOS_AI_SPOOL_DIR"]
+
+    assert unit["ProtectSystem"] == ["strict"]
+    assert unit["StateDirectory"] == ["dosportal"]  # /var/lib/dosportal, the service user's
+    assert spool == "/var/lib/dosportal/spool" and not spool.startswith(NOT_LASTING)
+    assert "/var/lib/dosportal" in unit["ReadWritePaths"][0].split()
+    assert unit["User"] == ["dosportal"]

@@ -48,13 +48,15 @@ from billing.models import ServedModel, UpstreamEndpoint
 from billing.money import PricedPerMillion
 from billing.services import Refusal, Refused
 from billing.settlement import Settlement
+from dosportal.dbpool import Drains, closed_by_server
 from dosportal.v1.loops import PerEventLoop
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-BREAKER_SECONDS = 1.0
+# After a failed probe, calls are refused at once for this long (then the next one probes).
+BREAKER_SECONDS = 0.25
 PROBE_TIMEOUT = 1.0
 # last_used_at is accurate to this interval: at most one write a minute per key.
 LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
@@ -352,10 +354,13 @@ class PgStore:
         )
         self.opened = False
         self.open_lock = asyncio.Lock()
-        # The breaker: open (refusing at once) while down_until is set; after it passes, one
-        # call at a time probes with a short wait until one succeeds.
+        # The breaker: open while down_until is set. Then one call at a time probes with a
+        # new connection of its own (refused at once while the server is down, so the probe
+        # is fast); calls that arrive during a probe, or within BREAKER_SECONDS of a failed
+        # one, are refused at once.
         self.down_until = 0.0
         self.probing = False
+        self.drains = Drains()
         self.connected_once = False
         self.catalogue = _CatalogueCache()
         self.batches = _SettleBatches(self._settle_batch)
@@ -377,7 +382,8 @@ class PgStore:
         if self.down_until:
             if self.probing or time.monotonic() < self.down_until:
                 raise StoreUnavailable("database unavailable (recent failure)")
-            self.probing, probe, timeout = True, True, min(self.timeout, PROBE_TIMEOUT)
+            await self._probe()
+            probe, timeout = True, min(self.timeout, PROBE_TIMEOUT)
         elif not self.connected_once:
             # A pool that has never had a connection is no busier than empty: if the first
             # one cannot be made quickly, PostgreSQL is away — do not wait the whole DOS_AI_DB_TIMEOUT.
@@ -388,8 +394,22 @@ class PgStore:
                     await self.pool.open(wait=False)
                     self.opened = True
         try:
-            async with self.pool.connection(timeout=timeout) as conn:
-                result = await run(conn)
+            for _ in range(self.pool.max_size + 1):
+                async with self.pool.connection(timeout=timeout) as conn:
+                    stale = closed_by_server(conn)
+                    if stale:
+                        await self._discard_stale(conn)
+                    else:
+                        result = await run(conn)
+                if not stale:
+                    break
+                # PostgreSQL closed the pool's connections: it restarted, or it is down. A probe
+                # tells which in a millisecond when it refuses (StoreUnavailable, breaker open);
+                # then the pool's new connection is waited for no longer than a probe would.
+                await self._probe()
+                probe, timeout = True, min(self.timeout, PROBE_TIMEOUT)
+            else:
+                raise psycopg_pool.PoolTimeout("every pooled connection was closed by the server")
         except psycopg_pool.PoolTimeout as error:
             if probe or self.pool.get_stats().get("pool_size", 0) == 0:
                 self._trip(error)  # no connection could be made at all: the server is away
@@ -397,11 +417,34 @@ class PgStore:
         except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as error:
             self._trip(error)
             raise StoreUnavailable(str(error), maybe_ran=True) from error
-        finally:
-            if probe:
-                self.probing = False
+        if self.down_until:
+            logger.warning("database available again on /v1")
         self.down_until, self.connected_once = 0.0, True
         return result
+
+    async def _discard_stale(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """A connection the server closed goes (given back closed, the pool replaces it), and so
+        do the other idle ones, which are as old (dosportal.dbpool) — nothing was sent on it."""
+        await conn.close()
+        if self.drains.due():
+            logger.warning("pooled /v1 connections were closed by PostgreSQL (restarted?): replacing them")
+            await self.pool.drain()
+
+    async def _probe(self) -> None:
+        """While the breaker is open: can a new connection be made now? One call at a time
+        asks, on a connection of its own rather than the pool's (whose attempts go on in the
+        background and only time out), so a server that refuses answers in a millisecond and
+        the first call after PostgreSQL is back is served."""
+        self.probing = True
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT):
+                conn = await psycopg.AsyncConnection.connect(self.pool.conninfo, **self.pool.kwargs)
+            await conn.close()
+        except (psycopg.Error, OSError, TimeoutError) as error:
+            self._trip(error)
+            raise StoreUnavailable(str(error)) from error
+        finally:
+            self.probing = False
 
     def _trip(self, error: BaseException) -> None:
         if not self.down_until:

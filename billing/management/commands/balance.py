@@ -1,11 +1,18 @@
 """`balance EMAIL`: the balance, the credit held by requests in flight, the ledger sum, and
-whether they agree. Exits with an error when they do not, so monitoring can run it."""
+whether they agree. Exits with an error when they do not, so monitoring can run it.
+
+Settlements that wait in this host's settlement spool (`DOS_AI_SPOOL_DIR`, dosportal.v1.settler)
+are listed: those kept while PostgreSQL was away are written within seconds of its return; one
+the database refused waits until an operator looks (its error is in the workers' log), and
+fails the command."""
 
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import CommandError
 from django.db import transaction
 from django.db.models import Sum
@@ -36,6 +43,7 @@ class Command(AccountCommand):
                 "total"
             ]
             stuck = CreditHold.objects.filter(user=user, created_at__lt=timezone.now() - STUCK_AFTER).count()
+        waiting, refused = _spooled_for(user)
         balance_micros = account.balance_micros if account else 0
         held_micros = account.held_micros if account else 0
 
@@ -47,6 +55,13 @@ class Command(AccountCommand):
         self.stdout.write(f"Held:        {usd(held_micros)}  (requests in flight)")
         self.stdout.write(f"Available:   {usd(balance_micros - held_micros)}")
         self.stdout.write(f"Ledger sum:  {usd(ledger_micros)}")
+        if waiting:
+            holds = ", ".join(str(settlement.hold_id) for settlement in waiting)
+            self.stdout.write(
+                f"Spooled:     {usd(sum(settlement.cost_micros for settlement in waiting))}  "
+                f"({len(waiting)} settlement{'s' if len(waiting) != 1 else ''} waiting for the database: "
+                f"hold{'s' if len(waiting) != 1 else ''} {holds})"
+            )
 
         problems = []
         if balance_micros != ledger_micros:
@@ -63,7 +78,25 @@ class Command(AccountCommand):
                 f"{stuck} hold{'s' if stuck != 1 else ''} older than {STUCK_AFTER.seconds // 60} minutes "
                 "(a settlement waiting for the database, or a worker that died: see release_stale_holds)"
             )
+        if refused:
+            problems.append(
+                f"the database refused the settlement of hold{'s' if len(refused) != 1 else ''} "
+                f"{', '.join(str(hold_id) for hold_id in sorted(refused))}, which waits in the spool "
+                "(see the workers' log for the error)"
+            )
         if problems:
             self.stdout.write(self.style.ERROR("MISMATCH: " + "; ".join(problems) + "."))
-            raise CommandError("The balance does not agree with the ledger, or credit is stuck in old holds.")
+            raise CommandError(
+                "The balance does not agree with the ledger, credit is stuck in old holds, "
+                "or the database refused a settlement."
+            )
         self.stdout.write(self.style.SUCCESS("OK: the balance equals the ledger sum."))
+
+
+def _spooled_for(user: User) -> tuple[list[Any], set[int]]:
+    """This account's settlements waiting in this host's spool, and the refused ones among them."""
+    from dosportal.v1.settler import spooled
+
+    waiting, refused = spooled(Path(settings.DOS_AI_SPOOL_DIR))
+    mine = [settlement for settlement in waiting if settlement.user_id == user.pk]
+    return mine, refused & {settlement.hold_id for settlement in mine}

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import openai
 import psycopg
 import pytest
 
@@ -29,6 +30,7 @@ from dosportal.testing.faults import ThrowawayPostgres, fault_env, manage, seed_
 from dosportal.testing.gateway import Gateway
 from dosportal.testing.upstream import COMPLETION_TOKENS, PROMPT_TOKENS, REPLY_WORDS
 from dosportal.v1.settler import read_waiting
+from dosportal.v1.store import BREAKER_SECONDS
 
 SIGNUP_MICROS = 5_000_000
 # The fake upstream reports 11 prompt and 6 completion tokens: 11 × $0.50/M + 6 × $1.50/M = 14.5 → 15 micro-USD.
@@ -68,7 +70,7 @@ class Faults:
     gateways: list[Gateway] = field(default_factory=list)
 
     def env(self, **overrides: str) -> dict[str, str]:
-        return fault_env(self.postgres, self.upstream_url, DOS_AI_SPOOL_DIR=str(self.spool), **overrides)
+        return fault_env(self.postgres, self.upstream_url, **{"DOS_AI_SPOOL_DIR": str(self.spool), **overrides})
 
     def gateway(self, ready_path: str = "/healthz", **overrides: str) -> Gateway:
         gateway = Gateway(self.env(**overrides), ready_path=ready_path)
@@ -81,6 +83,12 @@ class Faults:
     def rows(self, account: Account) -> dict[str, list[tuple]]:
         """What the throwaway database holds for `account`."""
         return {name: self.postgres.query(sql, {"user": account.user_id}) for name, sql in ROWS_SQL.items()}
+
+    def session(self, account: Account, **overrides: str) -> str:
+        """A signed-in dashboard session of `account` (for a gateway started with `overrides`:
+        the same SECRET_KEY): the value of its session cookie."""
+        done = manage({**self.env(**overrides), "SEED_EMAIL": account.email}, "shell", "-c", _SIGN_IN)
+        return done.stdout.split()[-1]
 
     def wait_for(self, condition: Callable[[], bool], seconds: float) -> bool:
         deadline = time.monotonic() + seconds
@@ -103,6 +111,21 @@ class Faults:
         assert "OK: the balance equals the ledger sum." in balance.stdout
 
 
+_SIGN_IN = """
+import os
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+from django.contrib.sessions.backends.db import SessionStore
+from accounts.models import User
+user = User.objects.get(email=os.environ["SEED_EMAIL"])
+session = SessionStore()
+session[SESSION_KEY] = str(user.pk)
+session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+session.create()
+print(session.session_key)
+"""
+
+
 @pytest.fixture
 def faults(throwaway_postgres: ThrowawayPostgres, fake_upstream, tmp_path: Path) -> Iterator[Faults]:
     spool = tmp_path / "spool"
@@ -120,9 +143,12 @@ def faults(throwaway_postgres: ThrowawayPostgres, fake_upstream, tmp_path: Path)
 class Stream(threading.Thread):
     """One streaming chat completion read in a thread: its request id, its events, how it ended."""
 
-    def __init__(self, url: str, key: str):
+    def __init__(self, url: str, key: str, client_request_id: str = ""):
         super().__init__(daemon=True)
         self.url, self.key = url, key
+        self.headers = {"Authorization": f"Bearer {key}"} | (
+            {"X-Request-Id": client_request_id} if client_request_id else {}
+        )
         self.started = threading.Event()
         self.events: list[str] = []
         self.request_id = ""
@@ -135,7 +161,7 @@ class Stream(threading.Thread):
                 "POST",
                 f"{self.url}/v1/chat/completions",
                 json={**CHAT, "stream": True},
-                headers={"Authorization": f"Bearer {self.key}"},
+                headers=self.headers,
                 timeout=60,
             ) as response:
                 self.status = response.status_code
@@ -414,3 +440,164 @@ def test_healthz_says_503_while_postgresql_is_down_and_200_once_it_is_back(fault
     assert (still_down.status_code, still_down.json()) == (503, {"status": "error", "database": "unavailable"})
     assert "no-store" in down.headers["cache-control"]
     assert faults.wait_for(lambda: httpx.get(f"{gateway.url}/healthz", timeout=10).status_code == 200, 15)
+
+
+# --- After a PostgreSQL restart, and with a spool that cannot be written (issue 21) ------------------
+
+DASHBOARD_PAGES = ("/", "/keys/", "/usage/")
+PRODUCTION = {  # DEBUG=0 (Django's 500 handler, not the debug page) over plain HTTP on 127.0.0.1
+    "DEBUG": "0", "SECRET_KEY": "fault-tests-" + "x" * 50, "ALLOWED_HOSTS": "127.0.0.1",
+    "SECURE_SSL_REDIRECT": "0", "SECURE_HSTS_SECONDS": "0", "SESSION_COOKIE_SECURE": "0", "CSRF_COOKIE_SECURE": "0",
+}  # fmt: skip
+
+
+def sdk(gateway: Gateway, account: Account) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=account.key, max_retries=0)  # a 503 must show
+
+
+def load_pages(gateway: Gateway, session: str, times: int = 1) -> list[int]:
+    """Dashboard pages, `times` each at once (so the pool holds that many connections): their statuses."""
+    statuses: list[int] = []
+
+    def load(path: str) -> None:
+        statuses.append(httpx.get(f"{gateway.url}{path}", cookies={"sessionid": session}, timeout=30).status_code)
+
+    threads = [threading.Thread(target=load, args=(path,)) for path in DASHBOARD_PAGES * times]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return statuses
+
+
+def assert_charged_once_each(faults: Faults, account: Account, request_ids: list[str]) -> None:
+    rows = faults.rows(account)
+    assert sorted(row[0] for row in rows["usage"]) == sorted(request_ids)
+    assert {(row[2], row[4], row[5], row[6]) for row in rows["usage"]} == {
+        (200, PROMPT_TOKENS, COMPLETION_TOKENS, CALL_MICROS)
+    }
+    assert rows["ledger"] == [("grant", SIGNUP_MICROS)] + [("usage", -CALL_MICROS)] * len(request_ids)
+    assert rows["holds"] == []
+    assert rows["account"] == [(SIGNUP_MICROS - CALL_MICROS * len(request_ids), 0)]
+    balance = manage(faults.env(), "balance", account.email, check=False)
+    assert balance.returncode == 0, balance.stdout + balance.stderr
+    assert "OK: the balance equals the ledger sum." in balance.stdout
+
+
+def test_after_postgresql_restarts_the_next_call_is_served_the_spool_is_written_and_the_dashboard_answers(
+    faults, fake_upstream
+):
+    account = faults.account()
+    # Idle connections kept as in production (the fault suite's default closes them after 2 s).
+    gateway = faults.gateway(DATABASE_POOL_MAX_IDLE="300")
+    session = faults.session(account)
+    client = sdk(gateway, account)
+    assert load_pages(gateway, session, times=2) == [200] * 6  # Django's pool holds connections
+    warm = [client.chat.completions.with_raw_response.create(**CHAT) for _ in range(2)]
+    fake_upstream.chunk_delay = 0.5
+
+    streams = streams_cut_by_a_database_outage(faults, gateway, account, count=6)  # /v1's pool: connections too
+    assert_delivered_in_full(streams)
+    time.sleep(2.0)  # down for a few seconds, streams kept in the spool
+    faults.postgres.start()
+    time.sleep(BREAKER_SECONDS)  # a retry that failed just before the start holds calls back this long at most
+    first = client.chat.completions.with_raw_response.create(**CHAT)
+    pages = load_pages(gateway, session)
+
+    assert first.http_response.status_code == 200
+    assert first.parse().choices[0].message.content == "".join(REPLY_WORDS)
+    assert pages == [200] * len(DASHBOARD_PAGES)
+    # Written within a few seconds (a retry every LAST_RETRY_SECONDS at most); the deadline is generous.
+    assert faults.wait_for(lambda: not faults.rows(account)["holds"], 15), faults.rows(account)
+    calls = [stream.request_id for stream in streams] + [r.headers["x-request-id"] for r in [*warm, first]]
+    assert_charged_once_each(faults, account, calls)
+    assert read_waiting(spool_lines(faults.spool)) == []
+
+
+def test_while_postgresql_is_down_the_dashboard_answers_a_503_page_not_a_500(faults):
+    account = faults.account()
+    # A request waits DATABASE_POOL_TIMEOUT for a connection before its 503 (10 s by default).
+    gateway = faults.gateway(**PRODUCTION, DATABASE_POOL_TIMEOUT="1")
+    session = faults.session(account, **PRODUCTION)
+
+    faults.postgres.stop()
+    down = httpx.get(f"{gateway.url}/keys/", cookies={"sessionid": session}, timeout=30)
+    faults.postgres.start()
+
+    assert down.status_code == 503
+    assert down.headers["retry-after"] == "5"
+    assert down.headers["content-type"] == "text/html; charset=utf-8"
+    assert "<h1>Temporarily unavailable</h1>" in down.text
+    assert 'href="/static/css/app.css"' in down.text
+    assert "no-store" in down.headers["cache-control"]
+    assert "OperationalError" in gateway.logs()  # the cause is logged, with its traceback
+    # Once it is back the page is rendered again (here without collectstatic's manifest, which
+    # DEBUG=0 needs for every other page: so not a 200, but no longer the database's 503).
+    assert faults.wait_for(
+        lambda: httpx.get(f"{gateway.url}/keys/", cookies={"sessionid": session}, timeout=30).status_code != 503, 15
+    )
+
+
+def test_with_a_spool_that_cannot_be_written_and_postgresql_down_calls_are_served_and_charged_once_it_is_back(
+    faults, fake_upstream, tmp_path
+):
+    # Tests run as root, for whom every directory is writable: this spool's parent is a regular
+    # file, so it cannot be made (ENOTDIR) — as a read-only or someone else's directory could not.
+    (tmp_path / "a-file").write_text("")
+    account = faults.account()
+    gateway = faults.gateway(DOS_AI_SPOOL_DIR=str(tmp_path / "a-file" / "spool"))
+    fake_upstream.chunk_delay = 0.5
+    health = httpx.get(f"{gateway.url}/healthz", timeout=10)
+
+    streams = streams_cut_by_a_database_outage(faults, gateway, account, count=4)
+    assert_delivered_in_full(streams)
+    time.sleep(1.0)  # settlements waiting in memory, retried
+    faults.postgres.start()
+
+    assert (health.status_code, health.json()) == (
+        200,
+        {"status": "degraded", "database": "ok", "spool": "not writable"},
+    )
+    assert faults.wait_for(lambda: not faults.rows(account)["holds"], 15), faults.rows(account)
+    assert_charged_once_each(faults, account, [stream.request_id for stream in streams])
+    logs = gateway.logs()
+    assert "settlement spool" in logs and "failed" in logs
+    time.sleep(1.0)  # nothing is written twice
+    assert len(faults.rows(account)["ledger"]) == 1 + len(streams)
+
+
+def alter(faults: Faults, change: str) -> None:
+    """ALTER TABLE on the usage records of the throwaway database (names from the model, not input)."""
+    with psycopg.connect(faults.postgres.url, autocommit=True, connect_timeout=5) as connection:
+        connection.execute(f"ALTER TABLE {UsageRecord._meta.db_table} {change}")
+
+
+def test_a_settlement_the_database_refuses_waits_and_is_reported_while_the_others_are_written(faults, fake_upstream):
+    account = faults.account()
+    gateway = faults.gateway()
+    # Not an outage: PostgreSQL refuses this one call's settlement (a check on what it writes).
+    alter(faults, "ADD CONSTRAINT fault_refuse CHECK (client_request_id <> 'refuse-me') NOT VALID")
+    fake_upstream.chunk_delay = 0.5
+    refused = Stream(gateway.url, account.key, client_request_id="refuse-me")
+    refused.start()  # first, so its settlement is first in the retry queue
+    assert refused.started.wait(30)
+    streams = [refused, *streams_cut_by_a_database_outage(faults, gateway, account, count=4)]
+    refused.join(60)
+    assert_delivered_in_full(streams)
+
+    faults.postgres.start()
+    others = [stream.request_id for stream in streams[1:]]
+    assert faults.wait_for(lambda: len(faults.rows(account)["usage"]) == len(others), 15), faults.rows(account)
+    waiting = manage(faults.env(), "balance", account.email, check=False)
+    [hold] = faults.rows(account)["holds"]
+    alter(faults, "DROP CONSTRAINT fault_refuse")
+
+    assert sorted(row[0] for row in faults.rows(account)["usage"]) == sorted(others)
+    assert waiting.returncode == 1
+    assert (
+        f"MISMATCH: the database refused the settlement of hold {hold[0]}, which waits in the spool" in waiting.stdout
+    )
+    assert "refused by the database; kept for retry, the others are written" in gateway.logs()
+    # Once the database takes it, it is written like the others, once.
+    assert faults.wait_for(lambda: not faults.rows(account)["holds"], 15), faults.rows(account)
+    assert_charged_once_each(faults, account, [stream.request_id for stream in streams])
