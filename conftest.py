@@ -22,6 +22,7 @@ pytest_plugins = [
     "dosportal.testing.faults",
     "dosportal.testing.hostile_upstream",
     "dosportal.testing.limiters",
+    "dosportal.testing.pgbouncer",
 ]
 
 PASSWORD = "correct horse battery staple 42"

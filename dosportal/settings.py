@@ -30,6 +30,7 @@ ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if 
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
+    "dosportal.checks",  # the deployment's own system checks (not an app with models)
     # The admin, with its login sent through allauth and staff two-factor enforced (accounts/admin_site.py).
     "accounts.apps.PortalAdminConfig",
     "django.contrib.auth",
@@ -111,6 +112,15 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
             "timeout": envfloat("DATABASE_POOL_TIMEOUT", 10.0, minimum=0.1),
             "max_idle": envfloat("DATABASE_POOL_MAX_IDLE", 300.0, minimum=1.0),
         }
+# PgBouncer in transaction mode (DATABASE_POOLER=pgbouncer) hands each transaction whatever server
+# connection is free, so nothing may outlive a transaction on it. Django's psycopg backend already
+# sends no prepared statements (prepare_threshold None unless OPTIONS say otherwise) and binds
+# parameters client-side; what remains to switch is QuerySet.iterator()'s server-side cursors (the
+# CSV exports use it). The /v1 pool's own switch is in dosportal.v1.store.pool_kwargs; the README's
+# "Scaling out" section has the rest, and dosportal.checks warns when this looks wrong.
+DATABASE_POOLER = envchoice("DATABASE_POOLER", "", ("pgbouncer",))
+if DATABASE_POOLER == "pgbouncer":
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
 
 AUTH_USER_MODEL = "accounts.User"
 AUTHENTICATION_BACKENDS = [
