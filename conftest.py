@@ -23,6 +23,7 @@ pytest_plugins = [
     "dosportal.testing.hostile_upstream",
     "dosportal.testing.limiters",
     "dosportal.testing.pgbouncer",
+    "dosportal.testing.sentinel",
 ]
 
 PASSWORD = "correct horse battery staple 42"

@@ -15,6 +15,8 @@ from django.core.exceptions import ImproperlyConfigured
 from dosportal.clientip import parse_trusted_proxies
 from dosportal.env import envbool, envchoice, envdecimal, envfloat, envint, envlist, envstr
 from dosportal.logfilters import logging_config
+from dosportal.redisclient import check_url as check_redis_url
+from dosportal.redisclient import parse_sentinels
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -162,15 +164,28 @@ WHITENOISE_AUTOREFRESH = DEBUG
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache and shared state -------------------------------------------------
+# One Redis (REDIS_URL, redis:// or rediss:// with REDIS_CA_FILE), or the primary that Redis
+# Sentinel names (REDIS_SENTINELS + REDIS_SENTINEL_MASTER): dosportal/redisclient.py builds every
+# client from these, for the /v1 limiter and the cache alike.
 REDIS_URL = envstr("REDIS_URL")
-if REDIS_URL:
+REDIS_CA_FILE = envstr("REDIS_CA_FILE")
+REDIS_SENTINELS = envlist("REDIS_SENTINELS", [])
+REDIS_SENTINEL_MASTER = envstr("REDIS_SENTINEL_MASTER")
+REDIS_SENTINEL_PASSWORD = envstr("REDIS_SENTINEL_PASSWORD")
+check_redis_url(REDIS_URL)
+parse_sentinels(REDIS_SENTINELS)
+if REDIS_SENTINELS and not REDIS_SENTINEL_MASTER:
+    raise ImproperlyConfigured("REDIS_SENTINELS is set: REDIS_SENTINEL_MASTER must name the primary to ask them for")
+REDIS_CONFIGURED = bool(REDIS_URL or REDIS_SENTINELS)
+if REDIS_CONFIGURED:
     CACHES = {
         "default": {
             # Redis, failing open (logged at ERROR) when Redis is unreachable: the cache holds only
             # throttle counters and allauth's short-lived state, and losing them must not take
             # sign-in down (dosportal/cache.py).
             "BACKEND": "dosportal.cache.FailOpenRedisCache",
-            "LOCATION": REDIS_URL,
+            # With sentinels the location is not used: the pool asks them (dosportal.cache).
+            "LOCATION": REDIS_URL or "redis://sentinel",
             "KEY_PREFIX": "dosportal",
             "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
         }
@@ -182,12 +197,12 @@ RATELIMIT_USE_CACHE = "default"
 # Django's own RedisCache does add() with SET NX EX and incr() with INCRBY, both
 # atomic, which is all django-ratelimit needs.
 SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]
-if not REDIS_URL:
+if not REDIS_CONFIGURED:
     # django-ratelimit refuses LocMemCache (E003) because its counters are not
     # shared between processes. Without REDIS_URL the portal is the embedded,
     # single-process default, where a process-local counter is exact, so the
     # check is silenced deliberately. Every multi-process deployment sets
-    # REDIS_URL, and then the cache is Redis and the check does not apply.
+    # REDIS_URL (or REDIS_SENTINELS), and then the cache is Redis and the check does not apply.
     SILENCED_SYSTEM_CHECKS.append("django_ratelimit.E003")
 # Dashboard throttles (django-ratelimit, accounts/throttle.py): attempts per IP, per (email, IP),
 # and per email. The per-email rate is loose on purpose: it stops a slow, distributed guess at one

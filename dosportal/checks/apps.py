@@ -10,4 +10,4 @@ class DeploymentChecksConfig(AppConfig):
     label = "dosportal_checks"
 
     def ready(self) -> None:
-        from dosportal.checks import database  # noqa: F401 - registers its checks
+        from dosportal.checks import database, redis  # noqa: F401 - they register their checks

@@ -9,7 +9,6 @@ the /v1 money invariants (with the official SDK) and the dashboard all run throu
 from __future__ import annotations
 
 import os
-import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -29,6 +28,7 @@ from billing.selectors import ledger_sum_micros
 from dosportal.checks.database import pooler_warnings
 from dosportal.testing.faults import manage
 from dosportal.testing.gateway import wait_for
+from dosportal.testing.html import sign_in_over_http
 from dosportal.tests.test_settings import run_django
 
 # "Hello, world!!": 11 prompt tokens, 6 completion tokens at $0.50 / $1.50 per million = 15 micro-USD
@@ -167,11 +167,7 @@ def test_the_dashboard_signs_in_lists_keys_and_exports_usage(
     api_user.save()
     account_mark_email_verified(user=api_user)
     with httpx.Client(base_url=behind_pgbouncer.url, timeout=30) as browser:
-        form = browser.get("/login/")
-        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text).group(1)
-        signed_in = browser.post(
-            "/login/", data={"csrfmiddlewaretoken": token, "login": api_user.email, "password": password}
-        )
+        form, signed_in = sign_in_over_http(browser, api_user.email, password)
         keys = browser.get("/keys/")
         # QuerySet.iterator(): a server-side cursor unless DATABASE_POOLER turns them off.
         export = browser.get("/usage/export.csv")
