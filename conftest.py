@@ -24,6 +24,7 @@ pytest_plugins = [
     "dosportal.testing.limiters",
     "dosportal.testing.pgbouncer",
     "dosportal.testing.sentinel",
+    "dosportal.testing.replica",
 ]
 
 PASSWORD = "correct horse battery staple 42"

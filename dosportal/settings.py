@@ -124,6 +124,21 @@ DATABASE_POOLER = envchoice("DATABASE_POOLER", "", ("pgbouncer",))
 if DATABASE_POOLER == "pgbouncer":
     DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
 
+# A read replica for the heavy reads (usage pages, the usage export): dosportal/dbrouter.py.
+# Money, keys and anything that reads its own writes stay on the primary.
+DATABASE_REPLICA_URL = envstr("DATABASE_REPLICA_URL")
+if DATABASE_REPLICA_URL:
+    replica = dj_database_url.parse(DATABASE_REPLICA_URL)
+    if replica["ENGINE"] != DATABASES["default"]["ENGINE"]:
+        raise ImproperlyConfigured("DATABASE_REPLICA_URL must be the same kind of database as DATABASE_URL")
+    replica["OPTIONS"] = {**DATABASES["default"].get("OPTIONS", {}), **replica.get("OPTIONS", {})}
+    replica["DISABLE_SERVER_SIDE_CURSORS"] = DATABASES["default"].get("DISABLE_SERVER_SIDE_CURSORS", False)
+    replica["TEST"] = {"MIRROR": "default"}  # tests read the primary's test database through it
+    DATABASES["replica"] = replica
+    DATABASE_ROUTERS = ["dosportal.dbrouter.ReplicaRouter"]
+# The usage page says how far behind its figures are when the replica lags by more than this.
+DOS_AI_REPLICA_LAG_NOTICE_SECONDS = envfloat("DOS_AI_REPLICA_LAG_NOTICE_SECONDS", 5.0, minimum=0)
+
 AUTH_USER_MODEL = "accounts.User"
 AUTHENTICATION_BACKENDS = [
     # ModelBackend stays first: Client.login() and force_login() in tests, and operators' scripts, use it.
