@@ -116,6 +116,10 @@ def test_a_killed_primary_fails_open_for_the_switch_then_limits_are_exact_again(
     # Every admitted call was charged once, fail-open ones included.
     assert UsageRecord.objects.filter(api_key__name="test key", status_code=200).count() == 10 + len(let_through)
     assert UsageRecord.objects.filter(api_key=after_key).count() == 10
+    # The failed-key guard counts on the new primary too.
+    wrong = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="not-a-key", max_retries=0)
+    assert raw_call(wrong).status_code == 401
+    assert new_primary.get("dosportal:authfail:127.0.0.1") == "1"
     # The cache (django-ratelimit's sign-in throttle, allauth) is on the new primary too.
     with httpx.Client(base_url=gateway.url, timeout=30) as browser:
         form, refused = sign_in_over_http(browser, api_user.email, "not the password")
