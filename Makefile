@@ -44,6 +44,7 @@ format: $(VENV)/.dev-installed
 bench: $(VENV)/.dev-installed
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -q wrk >/dev/null; } || echo "wrk missing: apt-get install wrk"
 	$(PY) bench/gateway.py
+	$(PY) bench/scaling.py
 	$(PY) bench/steps.py
 	$(PY) bench/ratelimit.py
 	$(PY) bench/metrics.py

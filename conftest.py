@@ -23,6 +23,9 @@ pytest_plugins = [
     "dosportal.testing.hostile_upstream",
     "dosportal.testing.limiters",
     "dosportal.testing.exacting_upstream",
+    "dosportal.testing.pgbouncer",
+    "dosportal.testing.sentinel",
+    "dosportal.testing.replica",
 ]
 
 PASSWORD = "correct horse battery staple 42"

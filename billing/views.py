@@ -16,6 +16,7 @@ from apikeys.models import ApiKey
 from billing import exports, selectors
 from billing.forms import AlertSettingsForm
 from billing.money import common_places
+from dosportal.dbrouter import on_replica, replica_lag_notice, replica_reads
 from dosportal.htmx import HtmxHttpRequest, login_required, render_page_or_fragment
 
 
@@ -35,10 +36,13 @@ def usage_page(request: HtmxHttpRequest) -> HttpResponse:
     key_id = request.GET.get("key", "").strip()
     selected_key = _get_key_for_user(request, key_id) if key_id else None
 
-    daily = selectors.usage_daily(user=request.user, window=window, api_key=selected_key)
-    by_key = selectors.usage_by_key(user=request.user, window=window)
+    # The aggregates may be a few seconds stale: the replica's, if there is one (dosportal.dbrouter).
+    with replica_reads():
+        daily = selectors.usage_daily(user=request.user, window=window, api_key=selected_key)
+        by_key = selectors.usage_by_key(user=request.user, window=window)
+        by_model = selectors.usage_by_model(user=request.user, window=window, api_key=selected_key)
+        last_request_at = None if by_key or selected_key else selectors.usage_last_request_at(user=request.user)
     spike_days = [day for day in daily if day.is_spike]
-    by_model = selectors.usage_by_model(user=request.user, window=window, api_key=selected_key)
     totals = selectors.usage_totals(daily)
     active_days = sum(1 for day in daily if day.requests)
     context = {
@@ -61,10 +65,10 @@ def usage_page(request: HtmxHttpRequest) -> HttpResponse:
         "filter_keys": selectors.usage_filter_keys(user=request.user, window=window),
         "selected_key": selected_key,
         "has_any_usage": selected_key is not None or bool(by_key),
+        # Tells "never used the API" apart from "quiet for a month".
+        "last_request_at": last_request_at,
+        "replica_lag_seconds": replica_lag_notice(),
     }
-    if not context["has_any_usage"]:
-        # Tell "never used the API" apart from "quiet for a month".
-        context["last_request_at"] = selectors.usage_last_request_at(user=request.user)
     return render_page_or_fragment(request, "billing/usage.html", "usage-body", context)
 
 
@@ -124,7 +128,8 @@ def usage_export(request: HtmxHttpRequest) -> HttpResponse:
         return HttpResponseBadRequest(str(error), content_type="text/plain; charset=utf-8")
     key_id = request.GET.get("key", "").strip()
     api_key = _get_key_for_user(request, key_id) if key_id else None
-    rows = exports.usage_rows(user=request.user, span=span, api_key=api_key)
+    # Read as the rows are streamed, from the replica if there is one (the usage page's figures).
+    rows = on_replica(exports.usage_rows(user=request.user, span=span, api_key=api_key))
     suffix = f"-key-{api_key.pk}" if api_key else ""
     filename = f"dos-ai-usage-{span.first_day}-to-{span.last_day}{suffix}.csv"
     return _csv_response(filename, exports.USAGE_COLUMNS, rows)
@@ -133,7 +138,8 @@ def usage_export(request: HtmxHttpRequest) -> HttpResponse:
 @require_GET
 @login_required
 def ledger_export(request: HtmxHttpRequest) -> HttpResponse:
-    """`/billing/ledger.csv`: every ledger line, newest first, as the billing page shows them."""
+    """`/billing/ledger.csv`: every ledger line, newest first, as the billing page shows them
+    (from the primary, like that page: it is the account's money, and must show the last charge)."""
     rows = exports.ledger_rows(selectors.ledger_lines_all(user=request.user))
     return _csv_response("dos-ai-ledger.csv", exports.LEDGER_COLUMNS, rows)
 

@@ -15,9 +15,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from django.core.cache.backends.redis import RedisCache
+from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from dosportal import redisclient
 
 logger = logging.getLogger("dosportal.cache")
 
@@ -50,7 +52,21 @@ def _incr_missing(key: str, delta: int = 1, *args: Any, **kwargs: Any) -> int:
     return delta
 
 
+class PortalRedisCacheClient(RedisCacheClient):
+    """Django's client, its pool built by dosportal.redisclient (TLS CA file, Sentinel)."""
+
+    def _get_connection_pool(self, write: bool) -> Any:
+        index = self._get_connection_pool_index(write)
+        if index not in self._pools:
+            self._pools[index] = redisclient.sync_pool(self._servers[index], **self._pool_options)
+        return self._pools[index]
+
+
 class FailOpenRedisCache(RedisCache):
+    def __init__(self, server: str, params: dict[str, Any]):
+        super().__init__(server, params)
+        self._class = PortalRedisCacheClient
+
     add = _failing_open(lambda *a, **k: True)(RedisCache.add)
     get = _failing_open(_default_of_get)(RedisCache.get)
     set = _failing_open(lambda *a, **k: None)(RedisCache.set)

@@ -25,6 +25,8 @@ from dosportal.env import (
     envstr,
 )
 from dosportal.logfilters import logging_config
+from dosportal.redisclient import check_url as check_redis_url
+from dosportal.redisclient import parse_sentinels
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -40,6 +42,7 @@ ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if 
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
+    "dosportal.checks",  # the deployment's own system checks (not an app with models)
     # The admin, with its login sent through allauth and staff two-factor enforced (accounts/admin_site.py).
     "accounts.apps.PortalAdminConfig",
     "django.contrib.auth",
@@ -131,6 +134,31 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # `check`, so /v1's cheaper one, dosportal.dbpool, cannot be given to it.)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
+# PgBouncer in transaction mode (DATABASE_POOLER=pgbouncer) hands each transaction whatever server
+# connection is free, so nothing may outlive a transaction on it. Django's psycopg backend already
+# sends no prepared statements (prepare_threshold None unless OPTIONS say otherwise) and binds
+# parameters client-side; what remains to switch is QuerySet.iterator()'s server-side cursors (the
+# CSV exports use it). The /v1 pool's own switch is in dosportal.v1.store.pool_kwargs; the README's
+# "Scaling out" section has the rest, and dosportal.checks warns when this looks wrong.
+DATABASE_POOLER = envchoice("DATABASE_POOLER", "", ("pgbouncer",))
+if DATABASE_POOLER == "pgbouncer":
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
+
+# A read replica for the heavy reads (usage pages, the usage export): dosportal/dbrouter.py.
+# Money, keys and anything that reads its own writes stay on the primary.
+DATABASE_REPLICA_URL = envstr("DATABASE_REPLICA_URL")
+if DATABASE_REPLICA_URL:
+    replica = dj_database_url.parse(DATABASE_REPLICA_URL)
+    if replica["ENGINE"] != DATABASES["default"]["ENGINE"]:
+        raise ImproperlyConfigured("DATABASE_REPLICA_URL must be the same kind of database as DATABASE_URL")
+    replica["OPTIONS"] = {**DATABASES["default"].get("OPTIONS", {}), **replica.get("OPTIONS", {})}
+    replica["DISABLE_SERVER_SIDE_CURSORS"] = DATABASES["default"].get("DISABLE_SERVER_SIDE_CURSORS", False)
+    replica["TEST"] = {"MIRROR": "default"}  # tests read the primary's test database through it
+    DATABASES["replica"] = replica
+    DATABASE_ROUTERS = ["dosportal.dbrouter.ReplicaRouter"]
+# The usage page says how far behind its figures are when the replica lags by more than this.
+DOS_AI_REPLICA_LAG_NOTICE_SECONDS = envfloat("DOS_AI_REPLICA_LAG_NOTICE_SECONDS", 5.0, minimum=0)
+
 AUTH_USER_MODEL = "accounts.User"
 AUTHENTICATION_BACKENDS = [
     # ModelBackend stays first: Client.login() and force_login() in tests, and operators' scripts, use it.
@@ -171,15 +199,28 @@ WHITENOISE_AUTOREFRESH = DEBUG
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache and shared state -------------------------------------------------
+# One Redis (REDIS_URL, redis:// or rediss:// with REDIS_CA_FILE), or the primary that Redis
+# Sentinel names (REDIS_SENTINELS + REDIS_SENTINEL_MASTER): dosportal/redisclient.py builds every
+# client from these, for the /v1 limiter and the cache alike.
 REDIS_URL = envstr("REDIS_URL")
-if REDIS_URL:
+REDIS_CA_FILE = envstr("REDIS_CA_FILE")
+REDIS_SENTINELS = envlist("REDIS_SENTINELS", [])
+REDIS_SENTINEL_MASTER = envstr("REDIS_SENTINEL_MASTER")
+REDIS_SENTINEL_PASSWORD = envstr("REDIS_SENTINEL_PASSWORD")
+check_redis_url(REDIS_URL)
+parse_sentinels(REDIS_SENTINELS)
+if REDIS_SENTINELS and not REDIS_SENTINEL_MASTER:
+    raise ImproperlyConfigured("REDIS_SENTINELS is set: REDIS_SENTINEL_MASTER must name the primary to ask them for")
+REDIS_CONFIGURED = bool(REDIS_URL or REDIS_SENTINELS)
+if REDIS_CONFIGURED:
     CACHES = {
         "default": {
             # Redis, failing open (logged at ERROR) when Redis is unreachable: the cache holds only
             # throttle counters and allauth's short-lived state, and losing them must not take
             # sign-in down (dosportal/cache.py).
             "BACKEND": "dosportal.cache.FailOpenRedisCache",
-            "LOCATION": REDIS_URL,
+            # With sentinels the location is not used: the pool asks them (dosportal.cache).
+            "LOCATION": REDIS_URL or "redis://sentinel",
             "KEY_PREFIX": "dosportal",
             "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
         }
@@ -191,12 +232,12 @@ RATELIMIT_USE_CACHE = "default"
 # Django's own RedisCache does add() with SET NX EX and incr() with INCRBY, both
 # atomic, which is all django-ratelimit needs.
 SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]
-if not REDIS_URL:
+if not REDIS_CONFIGURED:
     # django-ratelimit refuses LocMemCache (E003) because its counters are not
     # shared between processes. Without REDIS_URL the portal is the embedded,
     # single-process default, where a process-local counter is exact, so the
     # check is silenced deliberately. Every multi-process deployment sets
-    # REDIS_URL, and then the cache is Redis and the check does not apply.
+    # REDIS_URL (or REDIS_SENTINELS), and then the cache is Redis and the check does not apply.
     SILENCED_SYSTEM_CHECKS.append("django_ratelimit.E003")
 # Dashboard throttles (django-ratelimit, accounts/throttle.py): attempts per IP, per (email, IP),
 # and per email. The per-email rate is loose on purpose: it stops a slow, distributed guess at one

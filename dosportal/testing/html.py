@@ -20,3 +20,11 @@ def fragment_of(response, opening: str) -> str:
     content = response.content.decode()
     assert content.lstrip().startswith(opening), content[:200]
     return content
+
+
+def sign_in_over_http(browser, email: str, password: str):
+    """Post the sign-in form as a browser would (an httpx.Client on a live server, keeping its
+    cookies): the form's page, then the answer to the post."""
+    form = browser.get("/login/")
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text).group(1)
+    return form, browser.post("/login/", data={"csrfmiddlewaretoken": token, "login": email, "password": password})

@@ -167,7 +167,7 @@ def test_the_dockerfile_runs_commands_that_exist() -> None:
     (cmd,) = [json.loads(arguments) for instruction, arguments in instructions if instruction == "CMD"]
     assert cmd[:2] == ["sh", "-c"]
     for part in cmd[2].split(" && "):
-        check_command(shlex.split(part.removeprefix("exec ").replace('"$WEB_CONCURRENCY"', "4")))
+        check_command(shlex.split(part.removeprefix("exec ").replace('"${WEB_CONCURRENCY:-$(nproc)}"', "4")))
     assert "uvicorn dosportal.asgi:application" in cmd[2] and "--workers" in cmd[2]
 
 
@@ -190,7 +190,9 @@ def test_the_systemd_units_run_commands_that_exist() -> None:
     commands = systemd_commands()
     assert len(commands) == 4
     for argv in commands:
-        argv = [arg.replace("${WEB_CONCURRENCY}", "4") for arg in argv]
+        if Path(argv[0]).name == "sh" and argv[1] == "-c":  # a shell only to count the cores: check what it runs
+            argv = shlex.split(argv[2].replace("$$", "$").removeprefix("exec "))
+        argv = [arg.replace("${WEB_CONCURRENCY:-$(nproc)}", "4") for arg in argv]
         assert argv[0].startswith(("/opt/dosportal/.venv/bin/", "/usr/bin/")), argv
         check_command(argv)
     timer = (DEPLOY / "dosportal-release-stale-holds.timer").read_text()
@@ -312,3 +314,25 @@ def test_the_systemd_unit_keeps_the_spool_in_its_state_directory_under_protect_s
     assert spool == "/var/lib/dosportal/spool" and not spool.startswith(NOT_LASTING)
     assert "/var/lib/dosportal" in unit["ReadWritePaths"][0].split()
     assert unit["User"] == ["dosportal"]
+
+
+def _graceful_seconds(command: str) -> int:
+    match = re.search(r"--timeout-graceful-shutdown[ =](\d+)", command)
+    assert match, f"no --timeout-graceful-shutdown in {command!r}"
+    return int(match[1])
+
+
+def _seconds(value: str) -> int:
+    return int(value.removesuffix("s"))
+
+
+def test_every_deployment_lets_calls_finish_before_it_kills_the_server() -> None:
+    """A deploy's stop lets streams end (then settles what each delivered) before SIGKILL, which
+    would leave their holds to the dead-worker pass: the supervisor waits longer than uvicorn."""
+    unit = systemd_settings("dosportal.service")
+    unit_grace = _graceful_seconds(unit["ExecStart"][0])
+    assert _seconds(unit["TimeoutStopSec"][0]) > unit_grace >= 30
+
+    [cmd] = [arguments for instruction, arguments in dockerfile_instructions() if instruction == "CMD"]
+    image_grace = _graceful_seconds(cmd)
+    assert _seconds(compose()["services"]["portal"]["stop_grace_period"]) > image_grace >= 30

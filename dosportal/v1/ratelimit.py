@@ -17,7 +17,7 @@ module keeps a sorted set of entries per key plus a running token sum, updated
 by one Lua script (atomic on the Redis server, one round trip, Redis's own
 clock so hosts need not agree on the time), and computes Retry-After exactly.
 
-Without REDIS_URL (the embedded single-process default) the same algorithm runs
+Without REDIS_URL or REDIS_SENTINELS (the embedded single-process default) the same algorithm runs
 in process memory.
 
 Redis unreachable: fail open. The request is admitted without limit headers and
@@ -39,11 +39,10 @@ import weakref
 from collections import deque
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
 import redis.exceptions
 from django.conf import settings
 
-from dosportal import metrics
+from dosportal import metrics, redisclient
 from dosportal.v1.loops import PerEventLoop
 
 logger = logging.getLogger(__name__)
@@ -252,14 +251,10 @@ class RedisLimiter:
         # matter. redis-py's default pool raises past 100 connections in use, and a wait with a
         # time-out raised under 800 concurrent requests; both failed open. One script call
         # holds a connection about a millisecond.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=REDIS_POOL_SIZE,
-            timeout=None,
-            socket_timeout=1.0,
-            socket_connect_timeout=1.0,
+        # `url`'s server, or the primary REDIS_SENTINELS name (dosportal.redisclient).
+        self.redis = redisclient.async_client(
+            url, max_connections=REDIS_POOL_SIZE, socket_timeout=1.0, socket_connect_timeout=1.0
         )
-        self.redis = aioredis.Redis.from_pool(pool)
         self.admit_script = self.redis.register_script(_ADMIT_SCRIPT)
         self.release_script = self.redis.register_script(_RELEASE_SCRIPT)
         self.auth_failure_script = self.redis.register_script(_AUTH_FAILURE_SCRIPT)
@@ -427,7 +422,7 @@ _memory_limiter: MemoryLimiter | None = None
 def get_limiter() -> RedisLimiter | MemoryLimiter:
     """Redis when configured (one limiter per event loop: see dosportal.v1.loops), else process memory."""
     global _memory_limiter
-    if settings.REDIS_URL:
+    if redisclient.configured():
         return _redis_limiters.get()
     if _memory_limiter is None:
         _memory_limiter = MemoryLimiter(settings.DOS_AI_RATE_WINDOW_SECONDS)
