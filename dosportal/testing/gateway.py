@@ -8,6 +8,7 @@ need committed rows: request `transactional_db`.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import os
@@ -79,6 +80,8 @@ def gateway_env(database_url: str, upstream_url: str, **overrides: str) -> dict[
         "DATABASE_POOL_MAX_SIZE": "8",
         "DOS_AI_DB_POOL_SIZE": "8",
         "DATABASE_POOL_MAX_IDLE": "2",
+        # Webhook delivery polls the outbox every 2 s: only the tests of it turn it on.
+        "DOS_AI_WEBHOOKS_WORKER": "0",
         **overrides,
     }
     return {name: value for name, value in env.items() if value is not None}
@@ -131,11 +134,17 @@ class Gateway:
         self.log.close()
 
 
+MAX_LIVE_GATEWAYS = 6
+
+
 @pytest.fixture(scope="session")
 def gateway_factory(
     django_db_setup: None, django_db_blocker: Any, _upstream_server: Any
 ) -> Iterator[Callable[..., Gateway]]:
-    started: dict[tuple[tuple[str, str], ...], Gateway] = {}
+    # Least recently used last out: a session starts dozens of differently configured gateways,
+    # and each keeps PostgreSQL connections (its pools, its heartbeat, its webhook sender) — all
+    # of them alive at once would pass max_connections (100 by default).
+    started: collections.OrderedDict[tuple[tuple[str, str], ...], Gateway] = collections.OrderedDict()
 
     def start(
         workers: int = 1, access_log: bool = False, uvicorn_args: tuple[str, ...] = (), **overrides: str
@@ -144,7 +153,11 @@ def gateway_factory(
             ("workers", str(workers)), ("access_log", str(access_log)), ("uvicorn_args", " ".join(uvicorn_args)),
             *sorted(overrides.items()),
         )  # fmt: skip
-        if signature not in started:
+        if signature in started:
+            started.move_to_end(signature)
+        else:
+            while len(started) >= MAX_LIVE_GATEWAYS:
+                started.popitem(last=False)[1].stop()
             with django_db_blocker.unblock():
                 database_url = test_database_url()
             started[signature] = Gateway(

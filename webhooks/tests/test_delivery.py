@@ -262,7 +262,7 @@ def test_the_cron_command_sends_what_is_due(owner: User, receiver: Receiver, all
 
 @pytest.mark.django_db(transaction=True)
 def test_the_server_delivers_in_the_background(gateway_factory, owner: User, receiver: Receiver) -> None:
-    gateway_factory(DOS_AI_WEBHOOKS_ALLOW_PRIVATE="1", DOS_AI_WEBHOOKS_POLL_SECONDS="0.2")
+    gateway_factory(DOS_AI_WEBHOOKS_ALLOW_PRIVATE="1", DOS_AI_WEBHOOKS_POLL_SECONDS="0.2", DOS_AI_WEBHOOKS_WORKER="1")
     from django.test import override_settings
 
     with override_settings(DOS_AI_WEBHOOKS_ALLOW_PRIVATE=True):
