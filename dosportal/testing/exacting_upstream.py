@@ -60,12 +60,8 @@ class _ExactingHandler(_Handler):
     server: ExactingUpstream
 
     def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = json.loads(self.rfile.read(length) or b"{}")
+        body = self.received()
         server = self.server
-        server.requests.append({"path": self.path, "body": body, "headers": dict(self.headers)})
-        if server.response_delay:
-            time.sleep(server.response_delay)
         prompt = utf8_bytes([body.get(name) for name in ("messages", "prompt", "input", "instructions")])
         completion = server.completion_tokens if server.completion_tokens is not None else generations(body)
         if server.mode == "malformed":

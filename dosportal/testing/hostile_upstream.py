@@ -38,9 +38,7 @@ class _HostileHandler(_Handler):
     def do_POST(self) -> None:
         if self.server.mode not in HOSTILE_MODES:
             return super().do_POST()
-        length = int(self.headers.get("Content-Length") or 0)
-        body = json.loads(self.rfile.read(length) or b"{}")
-        self.server.requests.append({"path": self.path, "body": body, "headers": dict(self.headers)})
+        body = self.received()
         mode = self.server.mode
         if mode == "model_in_error":
             message = f"The model `{body.get('model')}` does not support tools; {body.get('model')} is text-only."

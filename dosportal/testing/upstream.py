@@ -67,13 +67,18 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_POST(self) -> None:
+    def received(self) -> dict[str, Any]:
+        """The request's JSON body, recorded in `requests` (after `response_delay`, if set)."""
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
+        self.server.requests.append({"path": self.path, "body": body, "headers": dict(self.headers)})
+        if self.server.response_delay:
+            time.sleep(self.server.response_delay)
+        return body
+
+    def do_POST(self) -> None:
+        body = self.received()
         server = self.server
-        server.requests.append({"path": self.path, "body": body, "headers": dict(self.headers)})
-        if server.response_delay:
-            time.sleep(server.response_delay)
         if server.mode == "error500" or (server.poison_marker and server.poison_marker in json.dumps(body)):
             return self._json(500, {"error": {"message": "CUDA out of memory", "type": "server_error"}})
         if server.mode == "busy":
