@@ -127,6 +127,7 @@ class SecurityEvent(models.Model):
         KEY_REVOKED = "key_revoked", "API key revoked"
         KEY_UPDATED = "key_updated", "API key settings changed"
         KEY_LEAKED = "key_leaked", "API key found published and revoked"
+        KEY_SEEN_IN_PROMPT = "key_seen_in_prompt", "API key seen in a prompt"
         USAGE_ANOMALY = "usage_anomaly", "Unusual spend on an API key"
         KEY_SUSPENDED = "key_suspended", "API key suspended for unusual spend"
         KEY_RESUMED = "key_resumed", "API key resumed"
@@ -161,7 +162,13 @@ class SecurityEvent(models.Model):
 
     @property
     def actor_label(self) -> str:
-        if self.kind in (self.Kind.KEY_LEAKED, self.Kind.USAGE_ANOMALY, self.Kind.KEY_SUSPENDED):
+        automatic = (
+            self.Kind.KEY_LEAKED,
+            self.Kind.KEY_SEEN_IN_PROMPT,
+            self.Kind.USAGE_ANOMALY,
+            self.Kind.KEY_SUSPENDED,
+        )
+        if self.kind in automatic:
             return "Automatic"  # a scanner's report (apikeys.leaks), no person behind it
         if self.by_administrator:
             return "An administrator"

@@ -16,15 +16,23 @@ signed POST) and from anyone through the public form /report-leaked-key/. Both e
 
 No raw key is stored, logged or mailed: the feedback names tokens by their SHA-256, which is
 also what the database stores.
+
+Keys seen in our own traffic (someone pasted a key into a prompt) are found by the gateway
+(dosportal.v1.keyscan), which hands their hashes to `key_seen_in_prompt` off the call's path:
+such a key is not revoked (it reached only us and the model), but its owner is told, at most
+once a day per key.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Literal
 
+from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -41,6 +49,8 @@ logger = logging.getLogger("apikeys.leaks")
 
 Label = Literal["true_positive", "false_positive"]
 SOURCE_MAX_LENGTH = 100
+# A key seen in prompts is reported to its owner at most once per this (see key_seen_in_prompt).
+SEEN_IN_PROMPT_NOTICE_INTERVAL = dt.timedelta(days=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,5 +141,86 @@ def _end_grace(api_key: ApiKey, url: str, context: SecurityContext) -> bool:
         owner_id=api_key.owner_id,
         event_type="api_key.leaked",
         data={**api_key_data(api_key), "found_at": url, "revoked": False, "old_secret_ended": True},
+    )
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class PromptSighting:
+    """A well-formed key found in the body of a /v1 call: its SHA-256 (never the key), who
+    sent the call (their account and key hint) and from where."""
+
+    hashed_key: str
+    caller_owner_id: int
+    caller_key_hint: str
+    client_ip: str
+    seen_at: dt.datetime
+
+
+def key_seen_in_prompt(sighting: PromptSighting) -> bool:
+    """Tell the owner of an active key that it was seen in a prompt; True when this call did.
+
+    The key may be anyone's — the caller's own or another account's. A key that is revoked,
+    expired, unknown, or an old secret past its grace period is nothing to report. The call
+    that carried it was served: a key pasted into a prompt reached only us and the model, so
+    it is not revoked, but it should be treated as exposed.
+
+    At most once a day per key, across processes: `cache.add` (Redis SET NX with a 24 h TTL)
+    claims the day's notice, and only the claimant writes the security event, queues the
+    `api_key.seen_in_prompt` webhook and mails the owner. The cache rather than a column on
+    ApiKey because nothing about the key changes (a reminder, not a state), the hot table and
+    its migrations stay untouched, and losing the marker (Redis flushed) costs at most one
+    extra notice. With Redis down the cache fails open, and the gateway's own per-process
+    memory (dosportal.v1.keyscan) still keeps each process to one notice a day per key.
+    """
+    now = sighting.seen_at
+    hashed = sighting.hashed_key
+    api_key = (
+        ApiKey.objects.active()
+        .select_related("owner")
+        .filter(Q(hashed_key=hashed) | Q(previous_hashed_key=hashed, previous_key_expires_at__gt=now))
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now), owner__is_active=True)
+        .first()
+    )
+    if api_key is None:
+        return False
+    claim = f"apikeys:seen-in-prompt:{api_key.pk}"  # the key's id, never its hash or secret
+    if not cache.add(claim, now.isoformat(), timeout=int(SEEN_IN_PROMPT_NOTICE_INTERVAL.total_seconds())):
+        return False
+    own = api_key.owner_id == sighting.caller_owner_id
+    what = "key" if api_key.hashed_key == hashed else "old secret"
+    sent_with = f"your key {sighting.caller_key_hint}" if own else "another account's key"
+    # The caller's address is the owner's to see only when the call was theirs.
+    context = SecurityContext(ip_address=sighting.client_ip or None) if own else SecurityContext()
+    try:
+        with transaction.atomic():
+            security_event_record(
+                user=api_key.owner,
+                kind=SecurityEvent.Kind.KEY_SEEN_IN_PROMPT,
+                context=context,
+                detail=f"{what} of {api_key}, in a /v1 request sent with {sent_with}",
+            )
+            webhook_event_emit(
+                owner_id=api_key.owner_id,
+                event_type="api_key.seen_in_prompt",
+                data={**api_key_data(api_key), "seen_at": now, "old_secret": what != "key", "own_account": own},
+            )
+    except Exception:
+        cache.delete(claim)  # nothing was recorded: the next sighting tries again
+        raise
+    logger.warning("API key %s (id %s) seen in the body of a /v1 request", api_key.hint, api_key.pk)
+    notice_send(
+        user=api_key.owner,
+        template="api_key_seen_in_prompt",
+        context=context,
+        extra={
+            "key_name": api_key.name,
+            "key_hint": api_key.hint,
+            "what": what,
+            "seen_at": now,
+            "sent_with": sent_with,
+            "own": own,
+            "keys_link": f"{settings.DOS_AI_SITE_URL}/keys/" if settings.DOS_AI_SITE_URL else "",
+        },
     )
     return True

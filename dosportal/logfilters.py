@@ -54,6 +54,7 @@ FIELDS = (
     "completion_tokens",
     "charged_micros",
     "upstream",
+    "key_in_prompt",  # the call's body held one of our keys (dosportal.v1.keyscan); never the key
 )
 # Attributes every LogRecord has: `extra=` may not use them.
 _RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}

@@ -120,6 +120,10 @@ spool_write_failures_total = Counter(
     "Writes to the settlement spool that failed (the settlement waits in memory), by operation.",
     ["operation"],
 )
+keys_seen_in_prompts_total = Counter(
+    "dos_ai_keys_seen_in_prompts",
+    "Well-formed API keys (checksum valid) found in the body of /v1 calls: someone pasted a key into a prompt.",
+)
 metrics_scrapes_total = Counter("dos_ai_metrics_scrapes", "Requests to /metrics, by result.", ["result"])
 
 
@@ -402,6 +406,11 @@ def hold_recovered() -> None:
 
 
 SPOOL_OPERATIONS = frozenset({"keep", "done", "refused", "adopt", "check"})
+
+
+def keys_seen_in_prompt(count: int) -> None:
+    """Keys found in a call's body (dosportal.v1.keyscan). Rare: written at once."""
+    keys_seen_in_prompts_total.inc(count)
 
 
 def settlement_refused() -> None:

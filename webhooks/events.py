@@ -10,6 +10,7 @@ EVENT_TYPES: dict[str, str] = {
     "api_key.revoked": "A key was revoked",
     "api_key.rolled": "A key was rolled (a new secret)",
     "api_key.leaked": "A key was found published and revoked automatically",
+    "api_key.seen_in_prompt": "A key was seen in the text of an API request (at most daily per key)",
     "api_key.spend_limit_reached": "A key reached its spend limit",
     "usage.anomaly": "A key's spend in an hour was far above its usual",
     "api_key.suspended": "A key was suspended for unusual spend",

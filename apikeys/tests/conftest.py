@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -38,8 +39,8 @@ class SmtpServer:
         }
 
 
-@pytest.fixture
-def smtp_server() -> Iterator[SmtpServer]:
+@contextlib.contextmanager
+def _serving_smtp() -> Iterator[SmtpServer]:
     from aiosmtpd.controller import Controller
 
     with socket.socket() as probe:
@@ -56,5 +57,21 @@ def smtp_server() -> Iterator[SmtpServer]:
 
     controller = Controller(Collector(), hostname="127.0.0.1", port=port)
     controller.start()
-    yield server
-    controller.stop()
+    try:
+        yield server
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    with _serving_smtp() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def module_smtp_server() -> Iterator[SmtpServer]:
+    """One server for a module's tests, so a live gateway mailing to it is started once
+    (gateway_factory starts one per distinct environment); tests clear `received` first."""
+    with _serving_smtp() as server:
+        yield server

@@ -47,7 +47,7 @@ from billing.settlement import MAX_COST_MICROS, Settlement, believable_tokens
 from dosportal import metrics
 from dosportal.clientip import client_ip
 from dosportal.logfilters import log_api_call
-from dosportal.v1 import errors, ratelimit, responses
+from dosportal.v1 import errors, keyscan, ratelimit, responses
 from dosportal.v1.errors import ApiError
 from dosportal.v1.holds import get_keeper
 from dosportal.v1.pool import upstream_for
@@ -74,6 +74,7 @@ class ApiCall:
     caller: Caller | None = None  # set once the key is known
     metered: bool = False  # credit was held: settlement reports the call (metrics, log line)
     limits: ratelimit.Decision | None = None  # the window as this call left it
+    key_in_prompt: bool = False  # the body holds one of our keys (dosportal.v1.keyscan)
     started: float = field(default_factory=time.monotonic)
     started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
 
@@ -200,6 +201,7 @@ def report_unmetered(call: ApiCall, endpoint: str, status: int, code: str) -> No
         status=status,
         code=code or None,
         latency_ms=int(latency * 1000),
+        key_in_prompt=call.key_in_prompt or None,
     )
 
 
@@ -353,6 +355,7 @@ class Metered:
             charged_micros=charged,
             stream=self.parsed.stream,
             ttft_ms=int(ttft * 1000) if ttft is not None else None,
+            key_in_prompt=self.call.key_in_prompt or None,
         )
 
     async def finish_window(self, settlement: Settlement) -> None:
@@ -560,6 +563,7 @@ async def proxy(call: ApiCall, *, endpoint: str, kind: str, parse: Callable[...,
     caller, model, _ = await authenticate(call, model=lookup_name(parsed.model) if parsed else None)
     if body_error is not None or parsed is None:
         raise body_error or errors.internal_error()
+    call.key_in_prompt = keyscan.scan(call.request.body, caller, call.client_ip)  # no I/O; notices queued
     if model is None:
         raise errors.model_not_found(parsed.model)
     if model.kind != kind:
