@@ -17,7 +17,7 @@ TOO_MANY = "Too many requests with an invalid API key from this address. Retry a
 
 
 @pytest.fixture
-def proxied_gateway(gateway_factory, transactional_db):
+def proxied_gateway(gateway_factory, transactional_db, fake_upstream):  # fake_upstream: reset to answer
     # Behind a trusted proxy the client is the X-Forwarded-For address: many clients from one test.
     # The same settings as test_key_controls' proxy test: one server process for both.
     return gateway_factory(DOS_AI_TRUSTED_PROXIES="127.0.0.1/32")
