@@ -631,7 +631,12 @@ class OrmStore:
                 why=hold_id, user_id=caller.owner_id, api_key_id=caller.key_id, spend_period_start=period_start
             )
             return Refused(hold_id, left)
-        api_key_mark_used(api_key_id=caller.key_id, last_used_at=caller.last_used_at)
+        # The hold is committed: a failure of the last-used write after it (SQLite's "database is
+        # locked") must not turn the call into a 503 that leaves its hold behind.
+        try:
+            api_key_mark_used(api_key_id=caller.key_id, last_used_at=caller.last_used_at)
+        except (OperationalError, InterfaceError) as error:
+            logger.warning("could not record that key %s was used: %r", caller.key_id, error)
         return hold_id
 
     async def reserve(
