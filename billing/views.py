@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from django.conf import settings
 from django.contrib import messages
+from django.core.handlers.asgi import ASGIRequest
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -112,8 +113,13 @@ def billing_page(request: HttpRequest) -> HttpResponse:
     return render(request, "billing/billing.html", context)
 
 
-def _csv_response(filename: str, header: list[str], rows: Iterable[list[object]]) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(exports.csv_lines(header, rows), content_type="text/csv; charset=utf-8")
+def _csv_response(
+    request: HttpRequest, filename: str, header: list[str], rows: Iterable[list[object]]
+) -> StreamingHttpResponse:
+    lines = exports.csv_lines(header, rows)
+    # Under ASGI only an async iterator is streamed; under WSGI only a sync one is.
+    content = exports.async_chunks(lines) if isinstance(request, ASGIRequest) else lines
+    response = StreamingHttpResponse(content, content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
 
@@ -132,7 +138,7 @@ def usage_export(request: HtmxHttpRequest) -> HttpResponse:
     rows = on_replica(exports.usage_rows(user=request.user, span=span, api_key=api_key))
     suffix = f"-key-{api_key.pk}" if api_key else ""
     filename = f"dos-ai-usage-{span.first_day}-to-{span.last_day}{suffix}.csv"
-    return _csv_response(filename, exports.USAGE_COLUMNS, rows)
+    return _csv_response(request, filename, exports.USAGE_COLUMNS, rows)
 
 
 @require_GET
@@ -141,7 +147,7 @@ def ledger_export(request: HtmxHttpRequest) -> HttpResponse:
     """`/billing/ledger.csv`: every ledger line, newest first, as the billing page shows them
     (from the primary, like that page: it is the account's money, and must show the last charge)."""
     rows = exports.ledger_rows(selectors.ledger_lines_all(user=request.user))
-    return _csv_response("dos-ai-ledger.csv", exports.LEDGER_COLUMNS, rows)
+    return _csv_response(request, "dos-ai-ledger.csv", exports.LEDGER_COLUMNS, rows)
 
 
 @require_http_methods(["GET", "HEAD", "POST"])
