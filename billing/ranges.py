@@ -65,3 +65,13 @@ def checked_window(first_day: dt.date, last_day: dt.date, *, today: dt.date) -> 
     if (last_day - first_day).days + 1 > MAX_DAYS:
         raise RangeError(f"Choose at most {MAX_DAYS} days at a time.")
     return UsageWindow(first_day=first_day, last_day=last_day)
+
+
+def span_text(window: UsageWindow) -> str:
+    """`Jan 31 – Feb 1, 2026`, or `Mar 10, 2026` for one day (the usage page's custom range)."""
+    last = f"{window.last_day:%b} {window.last_day.day}, {window.last_day.year}"
+    if window.first_day == window.last_day:
+        return last
+    same_year = window.first_day.year == window.last_day.year
+    first = f"{window.first_day:%b} {window.first_day.day}" + ("" if same_year else f", {window.first_day.year}")
+    return f"{first} – {last}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
@@ -14,8 +15,8 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from accounts.plans import PLANS
 from apikeys.models import ApiKey
-from billing import exports, selectors
-from billing.forms import AlertSettingsForm
+from billing import exports, ranges, selectors
+from billing.forms import AlertSettingsForm, UsageRangeForm
 from billing.money import common_places
 from dosportal.dbrouter import on_replica, replica_lag_notice, replica_reads
 from dosportal.htmx import HtmxHttpRequest, login_required, render_page_or_fragment
@@ -33,7 +34,11 @@ def _get_key_for_user(request: HttpRequest, key_id: str) -> ApiKey:
 @require_GET
 @login_required
 def usage_page(request: HtmxHttpRequest) -> HttpResponse:
-    window = selectors.usage_window()
+    """`/usage/[?range=today|7d|30d|month|last-month|custom&from=…&to=…][&key=ID]`. A range
+    that cannot be used is a form error on the page, which then shows the last 30 days."""
+    range_form = UsageRangeForm(request.GET, today=ranges.utc_today())
+    window = range_form.window
+    preset = range_form.preset if range_form.is_valid() else ranges.DEFAULT_PRESET
     key_id = request.GET.get("key", "").strip()
     selected_key = _get_key_for_user(request, key_id) if key_id else None
 
@@ -46,8 +51,19 @@ def usage_page(request: HtmxHttpRequest) -> HttpResponse:
     spike_days = [day for day in daily if day.is_spike]
     totals = selectors.usage_totals(daily)
     active_days = sum(1 for day in daily if day.requests)
+    range_params = range_form.query_params()
     context = {
         "window": window,
+        "range_form": range_form,
+        "range_label": ranges.PRESETS.get(preset, "Custom range"),
+        "range_is_default": preset == ranges.DEFAULT_PRESET,
+        # For sentences: "All your keys, last 7 days." / "…, Jan 31 – Feb 1, 2026."
+        "range_phrase": ranges.PRESETS[preset].lower() if preset in ranges.PRESETS else ranges.span_text(window),
+        # (query, label, chosen) per preset: links that keep the key filter.
+        "range_presets": [(f"range={name}", label, name == preset) for name, label in ranges.PRESETS.items()],
+        "range_params": range_params,
+        "range_query": urlencode(range_params),
+        "range_custom": preset == ranges.CUSTOM or bool(range_form.errors),
         "daily": daily,
         # The table lists the days with requests; the chart already shows the quiet ones.
         "daily_rows": [day for day in reversed(daily) if day.requests],
