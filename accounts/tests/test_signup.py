@@ -172,3 +172,16 @@ def test_the_confirmation_link_counts_as_a_fresh_sign_in_for_creating_a_key(clie
 
     assert response.status_code == 200
     assert User.objects.get(email="new@example.com").api_keys.count() == 1
+
+
+def test_the_security_log_of_a_new_account_records_no_email_change(client: Client, mailoutbox) -> None:
+    from accounts.models import SecurityEvent
+
+    sign_up(client)
+    client.post(confirmation_link(mailoutbox[0].body))
+
+    user = User.objects.get(email="new@example.com")
+    # Confirming the sign-up address is not a change of address (it was "Email changed · now …").
+    kinds = list(SecurityEvent.objects.filter(user=user).order_by("id").values_list("kind", "detail"))
+    assert kinds == [("email_verified", "new@example.com"), ("signed_in", "")]
+    assert "Email changed" not in client.get("/settings/security/").content.decode()
