@@ -198,7 +198,7 @@ def test_another_users_key_is_404_for_edit_and_roll(client_for, outsider, owner,
 def test_an_htmx_revoke_brings_the_revoked_filter_above_the_list_without_a_reload(
     owner_client: Client, owner, make_key
 ) -> None:
-    kept, _ = make_key(owner, "Kept")
+    make_key(owner, "Kept")
     gone, _ = make_key(owner, "Gone")
     before = owner_client.get("/keys/").content.decode()
 
