@@ -369,3 +369,22 @@ def test_a_client_the_rules_do_not_know_is_named_by_its_first_word(user_agent: s
     from accounts.useragents import browser_name
 
     assert browser_name(user_agent) == name
+
+
+def test_the_logs_what_is_one_text_so_a_phone_does_not_split_it_into_columns(client_for, owner: User) -> None:
+    from accounts.security import SecurityContext, security_event_record
+
+    security_event_record(
+        user=owner,
+        kind=SecurityEvent.Kind.KEY_CREATED,
+        context=SecurityContext(actor=owner),
+        detail="Phone (dos_sk_9re1…uPgM)",
+    )
+
+    html = client_for(owner).get("/settings/security/").content.decode()
+
+    # The stacked cell is a flex row: label, then exactly one item (kind and detail together).
+    assert (
+        '<td data-label="What"><span class="log-what">API key created '
+        '<span class="muted">Phone (dos_sk_9re1…uPgM)</span></span></td>'
+    ) in html
