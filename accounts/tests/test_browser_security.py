@@ -67,11 +67,22 @@ def test_key_then_two_factor_then_sign_in_with_a_code_and_a_recovery_code(
     assert page.locator(".totp-qr svg").count() == 1  # rendered here, no image service
     shoot(page, artifacts_dir, "totp-activate")
     secret = page.locator("#authenticator_secret").input_value()
+    # The key by hand is whole on a phone (it wraps, nothing hidden), and it has a copy button.
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.locator("#authenticator_secret").evaluate("el => el.scrollWidth <= el.clientWidth")
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.get_by_role("button", name="Copy key").click()
+    assert page.evaluate("navigator.clipboard.readText()") == secret
     page.get_by_label("Authenticator code").fill(totp_code(secret))
     activated_at = time.time()
     page.get_by_role("button", name="Turn on").click()
     codes = page.locator("#recovery_codes").input_value().split()
     assert len(codes) == 10
+    expect(page.locator("h1")).to_have_text("Recovery codes")
+    expect(page.get_by_text("Each code works once")).to_be_visible()
+    page.get_by_role("button", name="Copy codes").click()
+    assert page.evaluate("navigator.clipboard.readText()").split() == codes
+    expect(page.get_by_role("link", name="Download codes")).to_be_visible()
     shoot(page, artifacts_dir, "recovery-codes")
 
     # Sign in again: password, then a fresh code.
