@@ -185,3 +185,25 @@ def test_the_security_log_of_a_new_account_records_no_email_change(client: Clien
     kinds = list(SecurityEvent.objects.filter(user=user).order_by("id").values_list("kind", "detail"))
     assert kinds == [("email_verified", "new@example.com"), ("signed_in", "")]
     assert "Email changed" not in client.get("/settings/security/").content.decode()
+
+
+def test_check_your_inbox_says_where_the_mail_went_in_development(client: Client, settings) -> None:
+    settings.EMAIL_BACKEND = "dosportal.mail.EmailBackend"  # the default: printed on the console
+    sign_up(client)
+
+    page = client.get("/accounts/confirm-email/").content.decode()
+
+    assert (
+        "<strong>Development:</strong> no email is sent. The message, with its link, is printed in the "
+        "terminal where <code>make run</code> runs (the console email backend)."
+    ) in page
+    assert "Look in your spam folder" not in page
+
+
+def test_check_your_inbox_mentions_the_spam_folder_when_mail_is_sent(client: Client, mailoutbox) -> None:
+    sign_up(client)
+
+    page = client.get("/accounts/confirm-email/").content.decode()
+
+    assert "Look in your spam folder" in page
+    assert 'id="dev-mail-note"' not in page
