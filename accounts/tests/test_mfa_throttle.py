@@ -224,6 +224,7 @@ def test_the_code_field_brings_up_a_keypad_autofills_and_has_the_focus(owner: Us
     for attribute in ('inputmode="numeric"', 'autocomplete="one-time-code"', "autofocus", 'type="text"'):
         assert attribute in field, field
     assert "or one of your 8-digit recovery codes (each works once)." in html
+    assert "<h1>Two-factor authentication</h1>" in html and "<title>Sign in" in html
 
 
 def test_a_reused_recovery_code_says_so(owner: User, password: str) -> None:
