@@ -39,6 +39,7 @@ from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from accounts.mfa_code import CodeFieldMixin
 from accounts.models import SecurityEvent, User
 from accounts.security import SecurityContext, security_event_record
 from accounts.throttle import throttle_ip
@@ -139,9 +140,9 @@ class ThrottledCodeMixin:
         return code
 
 
-class ThrottledAuthenticateForm(ThrottledCodeMixin, AuthenticateForm):
+class ThrottledAuthenticateForm(CodeFieldMixin, ThrottledCodeMixin, AuthenticateForm):
     """The code at sign-in (MFA_FORMS["authenticate"])."""
 
 
-class ThrottledReauthenticateForm(ThrottledCodeMixin, ReauthenticateForm):
+class ThrottledReauthenticateForm(CodeFieldMixin, ThrottledCodeMixin, ReauthenticateForm):
     """The code when confirming it's you (MFA_FORMS["reauthenticate"])."""

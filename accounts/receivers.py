@@ -65,7 +65,18 @@ def on_email_confirmed(sender: type, request: HttpRequest, email_address: Any, *
 
 
 @receiver(account_signals.email_changed, dispatch_uid="accounts-email-changed")
-def on_email_changed(sender: type, request: HttpRequest, user: User, to_email_address: Any, **kwargs: Any) -> None:
+def on_email_changed(
+    sender: type,
+    request: HttpRequest,
+    user: User,
+    to_email_address: Any,
+    from_email_address: Any = None,
+    **kwargs: Any,
+) -> None:
+    # With ACCOUNT_CHANGE_EMAIL allauth sends this on every confirmation, the sign-up's own
+    # included (from the address to itself, or from none): only a different address is a change.
+    if from_email_address is None or from_email_address.email.lower() == to_email_address.email.lower():
+        return
     _record(user, Kind.EMAIL_CHANGED, request, detail=f"now {to_email_address.email}")
 
 

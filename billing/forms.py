@@ -1,7 +1,9 @@
-"""Admin forms: granting credit, and editing model prices in dollars rather than micro-dollars."""
+"""Forms: granting credit and editing model prices in dollars (admin), alert settings, and the usage page's range."""
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -9,6 +11,8 @@ from django import forms
 
 from billing.models import AlertSettings, LedgerEntry, ServedModel
 from billing.money import AmountTooLarge, InvalidAmount, exact_places, format_usd, micros_to_usd, usd_to_micros
+from billing.ranges import CUSTOM, DEFAULT_PRESET, PRESETS, RangeError, checked_window, preset_window
+from billing.selectors import UsageWindow
 
 
 def _clean_usd(value: str | Decimal, *, field: str = "amount") -> int:
@@ -143,3 +147,71 @@ class AlertSettingsForm(forms.ModelForm):
 
 MIN_ALERT_MICROS = 10_000
 MAX_ALERT_MICROS = 1_000_000 * 1_000_000
+
+
+class UsageRangeForm(forms.Form):
+    """The usage page's days, from the query string: a preset (`?range=7d`) or a custom range
+    (`?range=custom&from=2026-11-01&to=2026-11-15`; `range` may be left out when both dates are
+    given). Nothing at all is the last 30 days. `window` is the range once the form is valid."""
+
+    range = forms.ChoiceField(
+        choices=[*PRESETS.items(), (CUSTOM, "Custom")],
+        required=False,
+        error_messages={"invalid_choice": "Choose one of the ranges offered."},
+    )
+
+    def __init__(self, data: Mapping[str, str], *, today: dt.date) -> None:
+        super().__init__(data)
+        self.today = today
+        # `from` is a Python keyword: these two are added here rather than declared above.
+        for name, label in (("from", "From"), ("to", "To")):
+            self.fields[name] = forms.DateField(
+                label=label,
+                required=False,
+                input_formats=["%Y-%m-%d"],
+                error_messages={"invalid": "Enter a day as YYYY-MM-DD, e.g. 2026-11-01."},
+                widget=forms.DateInput(attrs={"type": "date", "max": today.isoformat()}, format="%Y-%m-%d"),
+            )
+
+    @property
+    def preset(self) -> str:
+        """The preset chosen, CUSTOM, or the default when nothing (or nothing valid) is."""
+        chosen = (self.cleaned_data.get("range") if hasattr(self, "cleaned_data") else "") or ""
+        if chosen:
+            return chosen
+        if self.data.get("from") or self.data.get("to"):
+            return CUSTOM
+        return DEFAULT_PRESET
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if self.errors:
+            return cleaned
+        preset = self.preset
+        try:
+            if preset != CUSTOM:
+                cleaned["window"] = preset_window(preset, today=self.today)
+            elif not cleaned.get("from") or not cleaned.get("to"):
+                raise forms.ValidationError("Choose both a start and an end day.", code="incomplete")
+            else:
+                cleaned["window"] = checked_window(cleaned["from"], cleaned["to"], today=self.today)
+        except RangeError as error:
+            raise forms.ValidationError(str(error), code="range") from None
+        return cleaned
+
+    @property
+    def window(self) -> UsageWindow:
+        """The chosen days; the default preset's when the form is not valid (its errors say why)."""
+        if self.is_valid():
+            return self.cleaned_data["window"]
+        return preset_window(DEFAULT_PRESET, today=self.today)
+
+    def query_params(self) -> list[tuple[str, str]]:
+        """The query parameters that show this range again (for links and forms that keep it);
+        none for the default, so the plain `/usage/` stays the plain URL."""
+        if not self.is_valid() or self.preset == DEFAULT_PRESET:
+            return []
+        if self.preset == CUSTOM:
+            window = self.cleaned_data["window"]
+            return [("range", CUSTOM), ("from", window.first_day.isoformat()), ("to", window.last_day.isoformat())]
+        return [("range", self.preset)]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
+from django.core.handlers.asgi import ASGIRequest
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -13,8 +15,8 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from accounts.plans import PLANS
 from apikeys.models import ApiKey
-from billing import exports, selectors
-from billing.forms import AlertSettingsForm
+from billing import exports, ranges, selectors
+from billing.forms import AlertSettingsForm, UsageRangeForm
 from billing.money import common_places
 from dosportal.dbrouter import on_replica, replica_lag_notice, replica_reads
 from dosportal.htmx import HtmxHttpRequest, login_required, render_page_or_fragment
@@ -32,7 +34,11 @@ def _get_key_for_user(request: HttpRequest, key_id: str) -> ApiKey:
 @require_GET
 @login_required
 def usage_page(request: HtmxHttpRequest) -> HttpResponse:
-    window = selectors.usage_window()
+    """`/usage/[?range=today|7d|30d|month|last-month|custom&from=…&to=…][&key=ID]`. A range
+    that cannot be used is a form error on the page, which then shows the last 30 days."""
+    range_form = UsageRangeForm(request.GET, today=ranges.utc_today())
+    window = range_form.window
+    preset = range_form.preset if range_form.is_valid() else ranges.DEFAULT_PRESET
     key_id = request.GET.get("key", "").strip()
     selected_key = _get_key_for_user(request, key_id) if key_id else None
 
@@ -45,8 +51,19 @@ def usage_page(request: HtmxHttpRequest) -> HttpResponse:
     spike_days = [day for day in daily if day.is_spike]
     totals = selectors.usage_totals(daily)
     active_days = sum(1 for day in daily if day.requests)
+    range_params = range_form.query_params()
     context = {
         "window": window,
+        "range_form": range_form,
+        "range_label": ranges.PRESETS.get(preset, "Custom range"),
+        "range_is_default": preset == ranges.DEFAULT_PRESET,
+        # For sentences: "All your keys, last 7 days." / "…, Jan 31 – Feb 1, 2026."
+        "range_phrase": ranges.PRESETS[preset].lower() if preset in ranges.PRESETS else ranges.span_text(window),
+        # (query, label, chosen) per preset: links that keep the key filter.
+        "range_presets": [(f"range={name}", label, name == preset) for name, label in ranges.PRESETS.items()],
+        "range_params": range_params,
+        "range_query": urlencode(range_params),
+        "range_custom": preset == ranges.CUSTOM or bool(range_form.errors),
         "daily": daily,
         # The table lists the days with requests; the chart already shows the quiet ones.
         "daily_rows": [day for day in reversed(daily) if day.requests],
@@ -112,8 +129,13 @@ def billing_page(request: HttpRequest) -> HttpResponse:
     return render(request, "billing/billing.html", context)
 
 
-def _csv_response(filename: str, header: list[str], rows: Iterable[list[object]]) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(exports.csv_lines(header, rows), content_type="text/csv; charset=utf-8")
+def _csv_response(
+    request: HttpRequest, filename: str, header: list[str], rows: Iterable[list[object]]
+) -> StreamingHttpResponse:
+    lines = exports.csv_lines(header, rows)
+    # Under ASGI only an async iterator is streamed; under WSGI only a sync one is.
+    content = exports.async_chunks(lines) if isinstance(request, ASGIRequest) else lines
+    response = StreamingHttpResponse(content, content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
 
@@ -132,7 +154,7 @@ def usage_export(request: HtmxHttpRequest) -> HttpResponse:
     rows = on_replica(exports.usage_rows(user=request.user, span=span, api_key=api_key))
     suffix = f"-key-{api_key.pk}" if api_key else ""
     filename = f"dos-ai-usage-{span.first_day}-to-{span.last_day}{suffix}.csv"
-    return _csv_response(filename, exports.USAGE_COLUMNS, rows)
+    return _csv_response(request, filename, exports.USAGE_COLUMNS, rows)
 
 
 @require_GET
@@ -141,7 +163,7 @@ def ledger_export(request: HtmxHttpRequest) -> HttpResponse:
     """`/billing/ledger.csv`: every ledger line, newest first, as the billing page shows them
     (from the primary, like that page: it is the account's money, and must show the last charge)."""
     rows = exports.ledger_rows(selectors.ledger_lines_all(user=request.user))
-    return _csv_response("dos-ai-ledger.csv", exports.LEDGER_COLUMNS, rows)
+    return _csv_response(request, "dos-ai-ledger.csv", exports.LEDGER_COLUMNS, rows)
 
 
 @require_http_methods(["GET", "HEAD", "POST"])

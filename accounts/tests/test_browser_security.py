@@ -67,27 +67,38 @@ def test_key_then_two_factor_then_sign_in_with_a_code_and_a_recovery_code(
     assert page.locator(".totp-qr svg").count() == 1  # rendered here, no image service
     shoot(page, artifacts_dir, "totp-activate")
     secret = page.locator("#authenticator_secret").input_value()
+    # The key by hand is whole on a phone (it wraps, nothing hidden), and it has a copy button.
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.locator("#authenticator_secret").evaluate("el => el.scrollWidth <= el.clientWidth")
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.get_by_role("button", name="Copy key").click()
+    assert page.evaluate("navigator.clipboard.readText()") == secret
     page.get_by_label("Authenticator code").fill(totp_code(secret))
     activated_at = time.time()
     page.get_by_role("button", name="Turn on").click()
     codes = page.locator("#recovery_codes").input_value().split()
     assert len(codes) == 10
+    expect(page.locator("h1")).to_have_text("Recovery codes")
+    expect(page.get_by_text("Each code works once")).to_be_visible()
+    page.get_by_role("button", name="Copy codes").click()
+    assert page.evaluate("navigator.clipboard.readText()").split() == codes
+    expect(page.get_by_role("link", name="Download codes")).to_be_visible()
     shoot(page, artifacts_dir, "recovery-codes")
 
     # Sign in again: password, then a fresh code.
     page.context.clear_cookies()
     sign_in(page, live_server)
-    expect(page.locator("h1")).to_have_text("Two-Factor Authentication")
+    expect(page.locator("h1")).to_have_text("Two-factor authentication")
     shoot(page, artifacts_dir, "mfa-authenticate")
     page.get_by_label("Code").fill(totp_code(secret, fresh_after=activated_at))
-    page.get_by_role("button", name="Sign In").click()
+    page.get_by_role("button", name="Sign in", exact=True).click()
     expect(page).to_have_url(f"{live_server.url}/")
 
     # And with a recovery code, which works once.
     page.context.clear_cookies()
     sign_in(page, live_server)
     page.get_by_label("Code").fill(codes[0])
-    page.get_by_role("button", name="Sign In").click()
+    page.get_by_role("button", name="Sign in", exact=True).click()
     expect(page).to_have_url(f"{live_server.url}/")
 
     # Minutes later, a new key first asks to confirm it's you, then comes back to the keys page.
@@ -150,7 +161,7 @@ def test_a_security_key_is_added_and_signs_in(live_server, page, artifacts_dir: 
 
     page.context.clear_cookies()
     sign_in(page, live_server)
-    expect(page.locator("h1")).to_have_text("Two-Factor Authentication")
+    expect(page.locator("h1")).to_have_text("Two-factor authentication")
     page.get_by_role("button", name="Use a security key").click()
     expect(page).to_have_url(f"{live_server.url}/")
 
@@ -170,7 +181,7 @@ def test_a_forgotten_password_is_reset_from_the_emailed_link(
     page.get_by_role("link", name="Forgot password?").click()
     shoot(page, artifacts_dir, "password-reset")
     page.get_by_label("Email").fill(EMAIL)
-    page.get_by_role("button", name="Reset My Password").click()
+    page.get_by_role("button", name="Send the reset link").click()
     expect(page).to_have_url(f"{live_server.url}/accounts/password/reset/done/")
     shoot(page, artifacts_dir, "password-reset-done")
 

@@ -7,6 +7,7 @@ on the real PostgreSQL and Redis; codes are computed with allauth's own HOTP hel
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 
@@ -211,3 +212,38 @@ def _keys(server: ThrowawayRedis) -> list[bytes]:
     import redis
 
     return redis.Redis.from_url(server.url).keys("*")
+
+
+def test_the_code_field_brings_up_a_keypad_autofills_and_has_the_focus(owner: User, password: str) -> None:
+    with_totp(owner)
+    client = password_step(owner, password, "198.51.100.30")
+
+    html = client.get(AUTHENTICATE).content.decode()
+
+    field = re.search(r'<input[^>]*name="code"[^>]*>', html).group(0)
+    for attribute in ('inputmode="numeric"', 'autocomplete="one-time-code"', "autofocus", 'type="text"'):
+        assert attribute in field, field
+    assert "or one of your 8-digit recovery codes (each works once)." in html
+    assert "<h1>Two-factor authentication</h1>" in html and "<title>Sign in" in html
+
+
+def test_a_reused_recovery_code_says_so(owner: User, password: str) -> None:
+    secret = with_totp(owner)
+    recovery_code = RecoveryCodes(Authenticator.objects.get(user=owner, type="recovery_codes")).get_unused_codes()[0]
+    first = password_step(owner, password, "198.51.100.31")
+    assert first.post(AUTHENTICATE, {"code": recovery_code}).status_code == 302  # signed in with it
+
+    again = password_step(owner, password, "198.51.100.32")
+    reused = again.post(AUTHENTICATE, {"code": recovery_code})
+    wrong = again.post(AUTHENTICATE, {"code": wrong_code(secret)})
+
+    assert reused.status_code == 200
+    assert reused.context["form"].errors == {
+        "code": [
+            "This recovery code has already been used: each one works once. "
+            "Use another one, or a code from your authenticator app."
+        ]
+    }
+    assert wrong.context["form"].errors == {"code": ["Incorrect code."]}
+    # Still a failed code: logged, and counted by the throttle like any wrong code.
+    assert SecurityEvent.objects.filter(user=owner, kind="second_factor_failed").count() == 2

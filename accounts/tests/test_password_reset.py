@@ -92,3 +92,15 @@ def test_an_unknown_email_gets_the_same_answer_and_no_mail(client: Client, mailo
     assert response.status_code == 302
     assert response["Location"] == "/accounts/password/reset/done/"
     assert mailoutbox == []
+
+
+def test_the_library_pages_speak_in_sentence_case_and_say_why(client: Client, client_for, owner) -> None:
+    reset = client.get("/accounts/password/reset/").content.decode()
+    confirm = client_for(owner).get("/accounts/reauthenticate/").content.decode()
+
+    assert "<h1>Reset your password</h1>" in reset
+    assert ">Send the reset link</button>" in reset
+    assert "<h1>Confirm it's you</h1>" in confirm.replace("&#x27;", "'")
+    assert "need a recent sign-in, so that someone at an unlocked computer cannot do them" in confirm
+    for stock in ("Password Reset", "Reset My Password", "Confirm Access", "Please reauthenticate", "contact us"):
+        assert stock not in reset + confirm, stock

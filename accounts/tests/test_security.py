@@ -328,3 +328,63 @@ def test_turning_two_factor_off_is_logged_and_mailed(client_for, owner: User, ma
     assert not Authenticator.objects.filter(user=owner, type=Authenticator.Type.TOTP).exists()
     assert kinds(owner)[-1] == "2fa_disabled"
     assert [m.subject for m in mailoutbox] == ["DOS AI: Authenticator App Deactivated"]
+
+
+CHROME_LINUX = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+SAFARI_IPHONE = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.5 Mobile/15E148 Safari/604.1"
+)
+FIREFOX_WINDOWS = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0"
+
+
+def test_sessions_and_the_log_name_browsers_as_people_do(owner: User, password: str) -> None:
+    import html as html_lib
+
+    clients = [Client(HTTP_USER_AGENT=agent) for agent in (CHROME_LINUX, SAFARI_IPHONE, FIREFOX_WINDOWS)]
+    for client in clients:
+        client.post("/login/", {"login": owner.email, "password": password})
+    Client(HTTP_USER_AGENT="curl/8.5.0").post("/login/", {"login": owner.email, "password": "wrong"})
+
+    page = clients[0].get("/settings/security/").content.decode()
+
+    shown = re.findall(r'<strong class="session-browser" title="([^"]+)">([^<]+)</strong>', page)
+    assert sorted((html_lib.unescape(raw), name) for raw, name in shown) == sorted(
+        [
+            (CHROME_LINUX, "Chrome on Linux"),
+            (SAFARI_IPHONE, "Mobile Safari on iOS"),
+            (FIREFOX_WINDOWS, "Firefox on Windows"),
+        ]
+    )
+    log_browsers = re.findall(r'<td class="faint" data-label="Browser"[^>]*>([^<]+)</td>', page)
+    assert log_browsers == ["curl", "Firefox on Windows", "Mobile Safari on iOS", "Chrome on Linux"]
+    assert "Mozilla/5.0 (X11" not in re.sub(r'title="[^"]*"', "", page)  # the raw string only on hover
+
+
+@pytest.mark.parametrize(
+    ("user_agent", "name"),
+    [("", "Unknown browser"), ("python-httpx/0.28.1", "python-httpx"), ("Laptop", "Laptop")],
+)
+def test_a_client_the_rules_do_not_know_is_named_by_its_first_word(user_agent: str, name: str) -> None:
+    from accounts.useragents import browser_name
+
+    assert browser_name(user_agent) == name
+
+
+def test_the_logs_what_is_one_text_so_a_phone_does_not_split_it_into_columns(client_for, owner: User) -> None:
+    from accounts.security import SecurityContext, security_event_record
+
+    security_event_record(
+        user=owner,
+        kind=SecurityEvent.Kind.KEY_CREATED,
+        context=SecurityContext(actor=owner),
+        detail="Phone (dos_sk_9re1…uPgM)",
+    )
+
+    html = client_for(owner).get("/settings/security/").content.decode()
+
+    # The stacked cell is a flex row: label, then exactly one item (kind and detail together).
+    assert (
+        '<td data-label="What"><span class="log-what">API key created '
+        '<span class="muted">Phone (dos_sk_9re1…uPgM)</span></span></td>'
+    ) in html

@@ -172,3 +172,38 @@ def test_the_confirmation_link_counts_as_a_fresh_sign_in_for_creating_a_key(clie
 
     assert response.status_code == 200
     assert User.objects.get(email="new@example.com").api_keys.count() == 1
+
+
+def test_the_security_log_of_a_new_account_records_no_email_change(client: Client, mailoutbox) -> None:
+    from accounts.models import SecurityEvent
+
+    sign_up(client)
+    client.post(confirmation_link(mailoutbox[0].body))
+
+    user = User.objects.get(email="new@example.com")
+    # Confirming the sign-up address is not a change of address (it was "Email changed · now …").
+    kinds = list(SecurityEvent.objects.filter(user=user).order_by("id").values_list("kind", "detail"))
+    assert kinds == [("email_verified", "new@example.com"), ("signed_in", "")]
+    assert "Email changed" not in client.get("/settings/security/").content.decode()
+
+
+def test_check_your_inbox_says_where_the_mail_went_in_development(client: Client, settings) -> None:
+    settings.EMAIL_BACKEND = "dosportal.mail.EmailBackend"  # the default: printed on the console
+    sign_up(client)
+
+    page = client.get("/accounts/confirm-email/").content.decode()
+
+    assert (
+        "<strong>Development:</strong> no email is sent. The message, with its link, is printed in the "
+        "terminal where <code>make run</code> runs (the console email backend)."
+    ) in page
+    assert "Look in your spam folder" not in page
+
+
+def test_check_your_inbox_mentions_the_spam_folder_when_mail_is_sent(client: Client, mailoutbox) -> None:
+    sign_up(client)
+
+    page = client.get("/accounts/confirm-email/").content.decode()
+
+    assert "Look in your spam folder" in page
+    assert 'id="dev-mail-note"' not in page

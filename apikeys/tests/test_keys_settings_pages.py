@@ -193,3 +193,36 @@ def test_another_users_key_is_404_for_edit_and_roll(client_for, outsider, owner,
         assert client.get(url).status_code == 404
         assert client.post(url, {"name": "Mine", "grace": "0"}).status_code == 404
     assert ApiKey.objects.get(pk=api_key.pk).name == "Prod"
+
+
+def test_an_htmx_revoke_brings_the_revoked_filter_above_the_list_without_a_reload(
+    owner_client: Client, owner, make_key
+) -> None:
+    make_key(owner, "Kept")
+    gone, _ = make_key(owner, "Gone")
+    before = owner_client.get("/keys/").content.decode()
+
+    response = owner_client.post(f"/keys/{gone.pk}/revoke/", HTTP_HX_REQUEST="true")
+    html = response.content.decode()
+
+    # Before: the filter's place is there, empty, above the list.
+    assert re.search(r'<div id="key-filter">\s*</div>', before)
+    assert before.index('id="key-filter"') < before.index('id="keys"')
+    # The answer replaces it out of band, with the revoked key counted.
+    fragment = re.search(r'<div id="key-filter" hx-swap-oob="outerHTML">(.*?)</div>', html, re.S)
+    assert fragment, html
+    assert '<a href="/keys/?status=revoked">Revoked (1)</a>' in fragment.group(1)
+    assert 'id="key-filter"' in owner_client.get("/keys/").content.decode()
+
+
+def test_the_revoked_table_is_stacked_on_a_phone_with_its_revocation_date_labelled(
+    owner_client: Client, owner, make_key
+) -> None:
+    gone, _ = make_key(owner, "Gone")
+    api_key_revoke(api_key=gone)
+
+    html = owner_client.get("/keys/?status=revoked").content.decode()
+
+    assert re.search(r'<table class="[^"]*table-stack[^"]*revoked-table', html)
+    assert '<td data-label="Revoked"><time class="nowrap"' in html
+    assert html.index('id="key-filter"') < html.index('class="revoked-row"')

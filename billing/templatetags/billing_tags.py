@@ -218,10 +218,13 @@ def bar_chart(series: Sequence[DayUsage], metric: str, label: str, size: str = "
         for tick in tick_values
     ]
     # Label every fifth day counted back from today, so today always has a label.
+    # Any range (billing.ranges): past 30 days, a label every so many more days, so a year
+    # has as few labels as a month and they never overlap.
+    label_every = geometry.label_every * math.ceil(count / 30)
     x_labels = [
         {"x": bar["label_x"], "label": day_label(bar["day"])}
         for index, bar in enumerate(bars)
-        if (len(bars) - 1 - index) % geometry.label_every == 0
+        if (len(bars) - 1 - index) % label_every == 0
     ]
     return {
         "geometry": geometry,

@@ -4,14 +4,18 @@ that says what to fix, another account's key a 404."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import datetime as dt
 import io
 import re
+import tracemalloc
+import warnings
 from decimal import Decimal
 from io import StringIO
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.http import StreamingHttpResponse
 from django.test import Client
@@ -306,3 +310,177 @@ def test_a_long_ledger_streams_in_batches_and_loses_no_line(owner: User, client_
     rows = csv_of(client_for(owner).get("/billing/ledger.csv"))
 
     assert [row["description"] for row in rows] == [f"Grant #{n}" for n in range(11, 0, -1)] + ["Sign-up credit"]
+
+
+# --- Absurd dates, formulas, and streaming under ASGI --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        # Once a 200 that died mid-answer: the day after 9999-12-31 overflows.
+        ("from=9999-12-31&to=9999-12-31", "The end (9999-12-31) is in the future: today is {today} (UTC)."),
+        ("from={today}&to={tomorrow}", "The end ({tomorrow}) is in the future: today is {today} (UTC)."),
+        ("from=0001-01-01&to=0001-01-01", "The start (0001-01-01) is before 2000-01-01: there is no usage that old."),
+    ],
+)  # fmt: skip
+def test_absurd_dates_are_a_400_before_anything_is_sent(owner: User, client_for, query: str, message: str) -> None:
+    today = dt.datetime.now(dt.UTC).date()
+    dates = {"today": today, "tomorrow": today + dt.timedelta(days=1)}
+
+    response = client_for(owner).get(f"/usage/export.csv?{query.format(**dates)}")
+
+    assert response.status_code == 400
+    assert not response.streaming
+    assert response.content.decode() == message.format(**dates)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["=1+1", "+1", "-1", "@SUM(1)", "\t=1", "\r=1", "  =1", ";=1+1", "a,=1+1", "x|@SUM(1)", "x;\t-1"],
+)
+def test_every_cell_a_spreadsheet_could_run_is_neutralised_whatever_the_separator(
+    owner: User, client_for, name: str
+) -> None:
+    add_usage(key_for(owner, name), days_ago=0)
+    credits_grant(user=owner, amount_micros=1_000_000, note=name)
+
+    usage = b"".join(client_for(owner).get("/usage/export.csv").streaming_content).decode()
+    (row,) = list(csv.DictReader(io.StringIO(usage)))
+    ledger = csv_of(client_for(owner).get("/billing/ledger.csv"))
+
+    assert row["key_name"] == f"'{name}"
+    assert ledger[0]["description"] == f"'{name}"
+    # Every text cell is quoted, so a spreadsheet splitting on `;` or `|` keeps it one cell;
+    # numbers stay bare, so they stay numbers.
+    quoted = '"' + f"'{name}" + '"'
+    assert f'"{row["date"]}",{quoted},"{row["key_hint"]}","dos-ai",1,1000,500,0.001250\r\n' in usage
+
+
+@pytest.mark.parametrize("name", ["Production backend", "ci-runner", "a+b", "user@example.com", "Q1; staging"])
+def test_ordinary_text_is_left_as_it_is(owner: User, client_for, name: str) -> None:
+    add_usage(key_for(owner, name), days_ago=0)
+
+    (row,) = csv_of(client_for(owner).get("/usage/export.csv"))
+
+    assert row["key_name"] == name
+
+
+def asgi_get(path: str, query: str, cookie: str) -> dict[str, object]:
+    """GET through the production ASGI application in-process, keeping of the body only its
+    size, its chunks, its line count, its first and last lines, and the peak of the memory
+    Python allocated while answering (tracemalloc, from the request's start to its end)."""
+    from dosportal.asgi import application
+
+    seen: dict[str, object] = {"chunks": 0, "bytes": 0, "lines": 0, "head": b"", "tail": b""}
+
+    async def receive() -> dict[str, object]:
+        if not seen.get("asked"):
+            seen["asked"] = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.Event().wait()  # the client stays: no disconnect until the answer ends
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, object]) -> None:
+        if message["type"] == "http.response.start":
+            seen["status"] = message["status"]
+            seen["headers"] = {name.lower(): value for name, value in message["headers"]}
+            return
+        body = message.get("body", b"")
+        if not body:
+            return
+        if not seen["chunks"]:
+            seen["head"] = body[:200]
+        seen["chunks"] += 1
+        seen["bytes"] += len(body)
+        seen["lines"] += body.count(b"\r\n")
+        seen["tail"] = body[-200:]
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": [(b"host", b"testserver"), (b"cookie", cookie.encode())],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    tracemalloc.start()
+    try:
+        held_before = tracemalloc.get_traced_memory()[0]
+        with warnings.catch_warnings():
+            # Django warns when it must collect a synchronous iterator whole under ASGI.
+            warnings.simplefilter("error")
+            asyncio.run(application(scope, receive, send))
+        seen["peak_growth"] = tracemalloc.get_traced_memory()[1] - held_before
+    finally:
+        tracemalloc.stop()
+    return seen
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_large_export_streams_under_asgi_in_flat_memory(owner: User, client_for) -> None:
+    """36,600 rows (366 days × 100 models, ~5.9 MB) sent in chunks while Python holds a fraction
+    of the body, no more than for a third of the rows. Collected whole (as the synchronous
+    iterator was under ASGI), the peak was larger than the body."""
+    from django.db import connection
+
+    api_key = key_for(owner, "Batch " + "x" * 60)
+    last_day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    first_day = last_day - dt.timedelta(days=365)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {UsageRecord._meta.db_table}
+                (request_id, client_request_id, user_id, api_key_id, endpoint, model, prompt_tokens,
+                 completion_tokens, cost_micros, status_code, streamed, latency_ms, created_at)
+            SELECT 'req_big_' || day || '_' || model, '', %s, %s, 'chat/completions',
+                   'a-rather-long-model-name-for-size-' || model, 1000, 500, 1250, 200, false, 120,
+                   %s::timestamptz + day * interval '1 day' + interval '12 hours'
+            FROM generate_series(0, 365) AS day, generate_series(1, 100) AS model
+            """,  # noqa: S608 - the table name is the model's own, the values are parameters
+            [owner.pk, api_key.pk, dt.datetime.combine(first_day, dt.time(), tzinfo=dt.UTC)],
+        )
+    cookie = client_for(owner).cookies[settings.SESSION_COOKIE_NAME]
+    session = f"{cookie.key}={cookie.value}"
+    # A first, one-day export: what the first request ever allocates for good (lazy imports,
+    # compiled templates and URL patterns) is not the export's memory.
+    assert asgi_get("/usage/export.csv", f"from={last_day}&to={last_day}", session)["lines"] == 1 + 100
+
+    shorter = asgi_get("/usage/export.csv", f"from={last_day - dt.timedelta(days=29)}&to={last_day}", session)
+    seen = asgi_get("/usage/export.csv", f"from={first_day}&to={last_day}", session)
+
+    assert seen["status"] == 200
+    assert seen["headers"][b"content-type"] == b"text/csv; charset=utf-8"
+    assert seen["lines"] == 1 + 366 * 100
+    assert seen["head"].startswith(b'"date","key_name","key_hint","model","requests"')
+    assert seen["tail"].endswith(b',"a-rather-long-model-name-for-size-99",1,1000,500,0.001250\r\n')
+    body_bytes = seen["bytes"]
+    assert body_bytes > 5_000_000
+    # Sent as it is read, 500 lines a time (which Django's ASGI handler sends in 64 KiB body
+    # messages): 74 × 2 − 1, never one line at a time, nor the whole body at once.
+    assert seen["chunks"] == 147
+    # Flat: one fetched batch and one chunk at a time (~1.1 MB here), never the export (which,
+    # collected whole, peaked at 9.6 MB): 12 times the rows of a 30-day export, no more memory.
+    assert shorter["lines"] == 1 + 30 * 100
+    assert seen["peak_growth"] < body_bytes // 4, (seen["peak_growth"], body_bytes)
+    assert seen["peak_growth"] <= shorter["peak_growth"] * 1.1, (seen["peak_growth"], shorter["peak_growth"])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_ledger_streams_under_asgi_too(owner: User, client_for) -> None:
+    for dollars in range(1, 4):
+        credits_grant(user=owner, amount_micros=dollars * 1_000_000, note=f"Grant #{dollars}")
+    cookie = client_for(owner).cookies[settings.SESSION_COOKIE_NAME]
+
+    seen = asgi_get("/billing/ledger.csv", "", f"{cookie.key}={cookie.value}")
+
+    assert seen["status"] == 200
+    assert seen["headers"][b"content-disposition"] == b'attachment; filename="dos-ai-ledger.csv"'
+    assert seen["lines"] == 1 + 4  # the header, three grants, the sign-up credit
+    assert seen["tail"].endswith(b'"grant","Sign-up credit","","",1,5.000000,5.000000\r\n')

@@ -9,6 +9,7 @@ the /v1 money invariants (with the official SDK) and the dashboard all run throu
 from __future__ import annotations
 
 import base64
+import csv
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -182,7 +183,7 @@ def test_the_dashboard_signs_in_lists_keys_and_exports_usage(
     assert keys.status_code == 200
     assert "test key" in keys.text
     assert export.status_code == 200
-    assert export.text.splitlines()[1].split(",")[3:] == ["dos-ai", "1", "11", "6", "0.000015"]
+    assert list(csv.reader(export.text.splitlines()))[1][3:] == ["dos-ai", "1", "11", "6", "0.000015"]
 
 
 # --- the deploy check -----------------------------------------------------------------------

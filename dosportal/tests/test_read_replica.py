@@ -9,6 +9,7 @@ the page counts it and says nothing.
 
 from __future__ import annotations
 
+import csv
 import re
 import time
 
@@ -85,8 +86,8 @@ def test_usage_reads_the_replica_and_says_when_it_is_behind_while_money_reads_th
     assert (on_primary, on_replica) == ([(2,)], [(1,)])
     assert behind[0] == 1
     assert re.fullmatch(LAG_NOTICE, behind[1]), behind[1]
-    assert [line.split(",")[4] for line in usage_csv[1:]] == ["1"]  # requests, from the replica
-    assert [line.split(",")[1:2] + line.split(",")[5:6] for line in ledger_csv[1:]] == [["usage", "2"], ["grant", "1"]]
+    assert [row[4] for row in list(csv.reader(usage_csv))[1:]] == ["1"]  # requests, from the replica
+    assert [row[1:2] + row[5:6] for row in list(csv.reader(ledger_csv))[1:]] == [["usage", "2"], ["grant", "1"]]
     assert resumed == (2, None)
 
 
