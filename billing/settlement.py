@@ -79,7 +79,9 @@ class Settlement:
         return f"{self.model} {self.endpoint}"[:255]
 
     def to_json(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        # Field by field rather than dataclasses.asdict, which deep-copies every value: this runs
+        # on every call (the hold's record of it).
+        data = {name: getattr(self, name) for name in _FIELDS}
         data["started_at"] = self.started_at.isoformat()
         return data
 
@@ -109,3 +111,6 @@ class Settlement:
                 "latency_ms": max(0, min(2**31 - 1, latency_ms)),
             }
         )
+
+
+_FIELDS = tuple(field.name for field in dataclasses.fields(Settlement))
