@@ -15,12 +15,15 @@ What one metered call costs (PostgreSQL; see dosportal.v1.store), before the ans
   PostgreSQL  1 round trip  reservation (+ last-used time), one statement, one commit
 then the upstream call, and after it one settlement statement (one commit; under load the
 settlements that wait behind one write share the next commit) — for a stream, before its
-final [DONE]. No thread hop on PostgreSQL; no middleware (dosportal.asgi routes
-/v1 past it). A listing (/v1/models) costs the lookup, the window, and at most one
-last-used write a minute. Refused calls write nothing: a 401/400/404/429 stops before any
-write, a 402 gives its rate-limit entry and concurrency slot back. A key with a concurrency
-cap costs one more Redis round trip when its call ends (the slot's release) and one every
-third of DOS_AI_CONCURRENCY_LEASE_SECONDS while it runs (the lease's renewal).
+final [DONE] — and beside it, in parallel, one Redis EVAL that leaves the window entry at
+the tokens used and frees a capped key's slot (ratelimit.finish). No thread hop on
+PostgreSQL; no middleware (dosportal.asgi routes /v1 past it). A listing (/v1/models)
+costs the lookup, the window, and at most one last-used write a minute. Refused calls
+write nothing: a 401/400/404/429 stops before any write, a 402 gives its rate-limit entry
+and concurrency slot back. A key with a concurrency cap costs one Redis round trip every
+third of DOS_AI_CONCURRENCY_LEASE_SECONDS while it runs (the lease's renewal). Each worker
+renews all its calls' holds in one statement every DOS_AI_HOLD_HEARTBEAT_SECONDS
+(dosportal.v1.holds), on no call's path.
 """
 
 from __future__ import annotations
