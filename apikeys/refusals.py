@@ -20,7 +20,7 @@ logger = logging.getLogger("apikeys.refusals")
 
 
 @dataclass(frozen=True, slots=True)
-class Refused:
+class KeyRefusal:
     leaked_url: str = ""  # revoked because it was found published there
     suspended_reason: str = ""  # suspended (unusual spend) and not revoked: 403, not 401
 
@@ -29,7 +29,7 @@ class Refused:
         return bool(self.suspended_reason)
 
 
-def _why(hashed_key: str) -> Refused | None:
+def _why(hashed_key: str) -> KeyRefusal | None:
     try:
         row = (
             ApiKey.objects.filter(
@@ -49,11 +49,11 @@ def _why(hashed_key: str) -> Refused | None:
         return None
     revoked_at, reason, leaked_url, suspended_at, suspended_reason, owner_active = row
     if revoked_at is not None:
-        return Refused(leaked_url=leaked_url) if reason == RevokedReason.LEAKED and leaked_url else None
+        return KeyRefusal(leaked_url=leaked_url) if reason == RevokedReason.LEAKED and leaked_url else None
     if suspended_at is not None and owner_active:
-        return Refused(suspended_reason=suspended_reason or "unusual spend")
+        return KeyRefusal(suspended_reason=suspended_reason or "unusual spend")
     return None
 
 
-async def why_refused(hashed_key: str) -> Refused | None:
+async def why_refused(hashed_key: str) -> KeyRefusal | None:
     return await sync_to_async(_why, thread_sensitive=False)(hashed_key)

@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from apikeys.models import ApiKey
-from billing.models import AlertSettings, CreditAccount, LedgerEntry, ServedModel, UsageRecord
+from billing.models import AlertSettings, CreditAccount, CreditHold, LedgerEntry, ServedModel, UsageRecord
 
 WINDOW_DAYS = 30
 LEDGER_PAGE_SIZE = 25
@@ -339,6 +339,14 @@ def alert_settings_for(*, user: User) -> AlertSettings:
 
 def ledger_sum_micros(*, user: User) -> int:
     return LedgerEntry.objects.filter(user=user).aggregate(total=Coalesce(Sum("amount_micros"), 0))["total"]
+
+
+def stale_holds(*, older_than: dt.timedelta) -> QuerySet[CreditHold]:
+    """Holds nobody renewed for `older_than` (their worker died), oldest first, each with `seen`:
+    its last heartbeat (or its creation, for a hold from before heartbeats). The ORM twin of
+    billing.hotpath.STALE_HOLDS_SQL."""
+    holds = CreditHold.objects.annotate(seen=Coalesce("heartbeat_at", "created_at"))
+    return holds.filter(seen__lt=timezone.now() - older_than).order_by("pk")
 
 
 def served_models_active() -> QuerySet[ServedModel]:

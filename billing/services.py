@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Value
-from django.db.models.functions import Coalesce, Greatest
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from accounts.models import User
 from billing.models import CreditAccount, CreditHold, LedgerEntry, UsageRecord
 from billing.money import usd_to_micros
+from billing.selectors import stale_holds
 from billing.settlement import Settlement
 
 
@@ -303,10 +304,8 @@ def credit_holds_release_stale(*, older_than: dt.timedelta) -> list[dict]:
     no-op). A hold from before heartbeats existed is released without a charge.
     """
     released: list[dict] = []
-    cutoff = timezone.now() - older_than
-    stale = CreditHold.objects.annotate(seen=Coalesce("heartbeat_at", "created_at")).filter(seen__lt=cutoff)
-    for hold in stale.order_by("pk"):
-        latency_ms = int(((hold.heartbeat_at or hold.created_at) - hold.created_at).total_seconds() * 1000)
+    for hold in stale_holds(older_than=older_than):
+        latency_ms = int((hold.seen - hold.created_at).total_seconds() * 1000)
         settlement = stale_hold_settlement(
             hold_id=hold.pk,
             call=hold.call,

@@ -38,7 +38,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
@@ -61,6 +61,8 @@ from dosportal.v1.upstream import UpstreamStream, UpstreamStreamError
 from dosportal.v1.validation import ParsedRequest, lookup_name, read_json_body
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 CLIENT_CLOSED = 499  # nginx's code for "client closed the connection", used in usage records
 CLIENT_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,100}$")
@@ -124,10 +126,11 @@ async def authenticate(
         raise await _refuse_key(call, error) from None
     if not is_well_formed(raw_key):  # a wrong checksum costs no query
         raise await _refuse_key(call, errors.invalid_api_key())
-    found = await get_store().lookup(hash_key(raw_key), model=model, catalogue=catalogue)
+    hashed_key = hash_key(raw_key)
+    found = await get_store().lookup(hashed_key, model=model, catalogue=catalogue)
     caller = found.caller
     if caller is None:
-        refused = await why_refused(hash_key(raw_key))  # a second query, on the 401 path only
+        refused = await why_refused(hashed_key)  # a second query, on the 401 path only
         if refused is not None and refused.suspended:  # a genuine key: not counted against the address
             raise errors.key_suspended(refused.suspended_reason)
         leaked_url = refused.leaked_url if refused is not None else ""
@@ -147,28 +150,36 @@ def check_model_allowed(caller: Caller, model: ModelRow) -> None:
         raise errors.model_not_allowed(model.name)
 
 
+async def _to_the_end(work: Awaitable[T], *, undo: Callable[[T], Awaitable[None]]) -> T:
+    """`work`'s result. If the caller is cancelled meanwhile, `work` still runs to its end (a
+    script or a statement sent is not abandoned half-way), `undo` takes back what it did, and
+    the cancellation goes on."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await undo(await task)
+        raise
+
+
 async def admit(
     call: ApiCall, caller: Caller, *, token_cost: int, in_flight: bool = False
 ) -> ratelimit.Decision | None:
     """The rate-limit decision for this call (with `in_flight`, also a slot under the key's cap
     on requests in flight, in the same round trip); a refusal raises the documented 429."""
-    task = asyncio.ensure_future(
+    decision = await _to_the_end(
         ratelimit.admit(
             caller.key_id,
             rpm=caller.requests_per_minute,
             tpm=caller.tokens_per_minute,
             cost=token_cost,
             max_concurrency=(caller.max_concurrency or 0) if in_flight else 0,
-        )
+        ),
+        # The client left while the window was being decided: what the script admitted (a
+        # window entry, a concurrency slot) is given back.
+        undo=lambda admitted: ratelimit.release(caller.key_id, admitted),
     )
-    try:
-        decision = await asyncio.shield(task)
-    except asyncio.CancelledError:
-        # The client left while the window was being decided: the script still runs to the
-        # end, so what it admitted (a window entry, a concurrency slot) is given back.
-        with contextlib.suppress(Exception):
-            await ratelimit.release(caller.key_id, await task)
-        raise
     call.limits = decision
     if decision is not None and not decision.admitted:
         if decision.refused_by == "concurrency":
@@ -312,8 +323,7 @@ class Metered:
         if self.settled:
             return
         if stream is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(asyncio.ensure_future(stream.aclose()))
+            await _close_quietly(stream)
         self.error_code = "client_closed"
         await self.settle(CLIENT_CLOSED, charge=False)
 
@@ -481,7 +491,7 @@ def _answer_usage(metered: Metered, payload: Any) -> tuple[int, int]:
     elif metered.endpoint == "embeddings":
         if not isinstance(payload.get("data"), list):
             raise _malformed()
-        counted = _usage_numbers(payload.get("usage"), "prompt_tokens", "completion_tokens")
+        counted = _usage_numbers(payload.get("usage"))
         text = ""
     else:
         choices = payload.get("choices")
@@ -499,24 +509,23 @@ async def _reserve(metered: Metered) -> int | Refused:
     and if the database cannot say, the hold is never renewed and the next pass over stale
     holds settles it for nothing (dosportal.v1.holds)."""
     call = metered.call
-    task = asyncio.ensure_future(
-        get_store().reserve(
-            metered.caller,
-            amount_micros=metered.held_micros,
-            request_id=call.request_id,
-            started_at=call.started_at,
-            call=metered.hold_record(),
-        )
-    )
+
+    async def release(reserved: int | Refused) -> None:
+        if isinstance(reserved, int):
+            metered.hold_id = reserved
+            await metered.abandon()
+
     try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            reserved = await task
-            if isinstance(reserved, int):
-                metered.hold_id = reserved
-                await metered.abandon()
-        raise
+        return await _to_the_end(
+            get_store().reserve(
+                metered.caller,
+                amount_micros=metered.held_micros,
+                request_id=call.request_id,
+                started_at=call.started_at,
+                call=metered.hold_record(),
+            ),
+            undo=release,
+        )
     except StoreUnavailable as error:
         if error.maybe_ran:
             _background(_release_lost(metered))
@@ -724,13 +733,13 @@ async def _metered(
                 raise UpstreamStreamError(
                     errors.upstream_unavailable("The inference server ended the stream before it was complete.")
                 )
-            await _finish(metered, stream, status, meter)
+            await _finish(metered, stream, status)
             settled = True
             if done:
                 yield done
         except UpstreamStreamError as error:
             status, metered.error_code = error.api_error.status, error.api_error.code
-            await _finish(metered, stream, status, meter)
+            await _finish(metered, stream, status)
             settled = True
             yield error_event(metered.public_error(error.api_error))
         except (asyncio.CancelledError, GeneratorExit):
@@ -738,7 +747,7 @@ async def _metered(
             raise
         finally:
             if not settled:
-                await _finish(metered, stream, status, meter)
+                await _finish(metered, stream, status)
             await forward.aclose()
 
 
@@ -841,11 +850,15 @@ def _response_event(metered: Metered, meter: _Meter) -> Callable[[bytes], bytes 
     return convert
 
 
-async def _finish(metered: Metered, stream: UpstreamStream, status: int, meter: _Meter) -> None:
+async def _close_quietly(stream: UpstreamStream) -> None:
     try:
         await asyncio.shield(asyncio.ensure_future(stream.aclose()))
     except Exception as error:  # noqa: BLE001 - closing a broken upstream connection may fail
         logger.debug("closing upstream stream: %r", error)
+
+
+async def _finish(metered: Metered, stream: UpstreamStream, status: int) -> None:
+    await _close_quietly(stream)
     await metered.settle(status, *metered.progress(), charge=True)
 
 

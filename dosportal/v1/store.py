@@ -667,13 +667,9 @@ class OrmStore:
     @staticmethod
     @_in_thread
     def _stale_holds(stale_seconds: float, limit: int) -> list[StaleHold]:
-        from django.db.models.functions import Coalesce
-        from django.utils import timezone
+        from billing.selectors import stale_holds
 
-        from billing.models import CreditHold
-
-        cutoff = timezone.now() - dt.timedelta(seconds=stale_seconds)
-        holds = CreditHold.objects.annotate(seen=Coalesce("heartbeat_at", "created_at")).filter(seen__lt=cutoff)
+        holds = stale_holds(older_than=dt.timedelta(seconds=stale_seconds))
         return [
             StaleHold(
                 hold.pk,
@@ -682,7 +678,7 @@ class OrmStore:
                 hold.delivered_completion_tokens,
                 int((hold.seen - hold.created_at).total_seconds() * 1000),
             )
-            for hold in holds.order_by("pk")[:limit]
+            for hold in holds[:limit]
         ]
 
     async def stale_holds(self, stale_seconds: float, limit: int) -> list[StaleHold]:

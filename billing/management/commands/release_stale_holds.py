@@ -4,11 +4,12 @@ import datetime as dt
 import logging
 from typing import Any
 
-from django.conf import settings
+import redis
 from django.core.management.base import CommandParser
 
 from accounts.cli import OperatorCommand, checked_int
 from billing.services import credit_holds_release_stale
+from dosportal import redisclient
 
 logger = logging.getLogger(__name__)
 
@@ -19,11 +20,9 @@ def free_concurrency_slots(calls: list[dict]) -> None:
     """The dead calls' slots under their keys' concurrency caps go with their holds, not when
     their leases run out (only a Redis-backed limiter outlives a worker)."""
     slots = [(call["slot_key"], call["slot_member"]) for call in calls if call.get("slot_key")]
-    if not slots or not settings.REDIS_URL:
+    if not slots or not redisclient.configured():
         return
-    import redis
-
-    client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    client = redisclient.sync_client(socket_timeout=2, socket_connect_timeout=2)
     try:
         for key, member in slots:
             client.zrem(key, member)
